@@ -1,0 +1,42 @@
+"""r1jax: the DeepSeek-R1 post-training recipe in JAX."""
+import setuptools
+
+setuptools.setup(
+    name="r1jax",
+    version="0.1.0",
+    description="DeepSeek-R1 post-training (GRPO, SFT, rejection sampling, distillation) in JAX/Flax.",
+    packages=setuptools.find_packages(include=["r1jax", "r1jax.*", "launch", "configs", "configs.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "transformers>=4.45",
+        "tokenizers",
+        "tensorflow-datasets",
+        "array-record",
+        "importlib_resources",
+        "ml-collections",
+        "absl-py",
+        "math-verify",
+        "gguf",
+        "safetensors",
+        "tensorboardX",
+        "tqdm",
+        "numpy",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "torch==2.13.0",
+            "accelerate",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "matplotlib",
+        ],
+        "bench": ["torch==2.13.0", "accelerate", "trl"],
+    },
+)
