@@ -1,0 +1,4 @@
+"""Flax transformer models (Llama, Qwen2, Qwen3) and their Hugging Face / GGUF weights."""
+from r1jax.models.config import ARCHITECTURES, PRESETS, ModelConfig, RopeScaling, preset
+from r1jax.models.transformer import (abstract_params, forward, init_cache, init_params,
+                                      logical_axes, logits)

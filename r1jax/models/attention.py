@@ -1,0 +1,95 @@
+"""Grouped-query attention with RoPE, optional qkv bias (Qwen2) and q/k norm (Qwen3).
+
+The attention mask is built once per forward pass (see `transformer.attention_mask`) and passed to
+every layer, so the same module serves training (segment ids, packing) and cached decoding.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.models.config import ModelConfig
+from r1jax.models.layers import RMSNorm, annotated_param, apply_rope, rope_inverse_frequencies
+
+# Finite rather than -inf so a fully masked row (a padding query) softmaxes to something harmless.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax attention, fp32 scores.
+
+    Args:
+      q: [B, T, H, D] queries; k, v: [B, S, K, D] keys/values with H a multiple of K.
+      mask: bool[B, T, S], True where query t may attend to key s.
+    Returns:
+      [B, T, H, D] in q's dtype.
+    """
+    b, t, h, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, h // kv_heads, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(d))
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)
+
+
+class Attention(nn.Module):
+    """Self-attention over the current tokens, or over a KV cache they are written into."""
+
+    config: ModelConfig
+
+    def _projection(self, name: str, heads: int, heads_axis: str):
+        cfg = self.config
+        kernel = annotated_param(self, f"{name}_kernel", (cfg.embed_dim, heads, cfg.head_dim),
+                                 ("embed", heads_axis, "head_dim"), cfg.param_dtype)
+        bias = None
+        if cfg.qkv_bias:
+            bias = annotated_param(self, f"{name}_bias", (heads, cfg.head_dim),
+                                   (heads_axis, "head_dim"), cfg.param_dtype, nn.initializers.zeros)
+        return kernel, bias
+
+    def _project(self, x: jax.Array, name: str, heads: int, heads_axis: str) -> jax.Array:
+        kernel, bias = self._projection(name, heads, heads_axis)
+        dtype = self.config.dtype
+        out = jnp.einsum("btd,dhk->bthk", x, kernel.astype(dtype))
+        if bias is not None:
+            out = out + bias.astype(dtype)
+        return out
+
+    @nn.compact
+    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+                 cache: Optional[dict], cache_index: Optional[jax.Array]):
+        """x: [B, T, E]; positions: int32[B, T]; mask: bool[B, T, S].
+
+        With a cache ({"k", "v"}: [B, S, K, D]) the new keys/values are written at slots
+        [cache_index, cache_index + T) and attention runs over all S slots; returns the new cache.
+        """
+        cfg = self.config
+        x = x.astype(cfg.dtype)
+        q = self._project(x, "q", cfg.num_heads, "q_heads")
+        k = self._project(x, "k", cfg.num_kv_heads, "kv_heads")
+        v = self._project(x, "v", cfg.num_kv_heads, "kv_heads")
+        if cfg.qk_norm:
+            q = RMSNorm(cfg.norm_eps, cfg.param_dtype, "head_dim", name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, cfg.param_dtype, "head_dim", name="k_norm")(k)
+        inv_freq = rope_inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+        q = nn.with_logical_constraint(q, ("batch", "length", "q_heads", "head_dim"))
+
+        if cache is not None:
+            k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype),
+                                                    cache_index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
+                                                    cache_index, axis=1)
+            cache = {"k": k, "v": v}
+            k, v = k.astype(cfg.dtype), v.astype(cfg.dtype)
+        out = dot_product_attention(q, k, v, mask)
+        o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
+                                   ("q_heads", "head_dim", "embed"), cfg.param_dtype)
+        return jnp.einsum("bthk,hkd->btd", out, o_kernel.astype(cfg.dtype)), cache

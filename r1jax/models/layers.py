@@ -1,0 +1,85 @@
+"""Building blocks: RMSNorm, rotary embeddings, the SwiGLU MLP and a logically-annotated param helper."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.models.config import RopeScaling
+
+
+def annotated_param(module: nn.Module, name: str, shape: Sequence[int], axes: Sequence[str],
+                                        dtype, init=None) -> jax.Array:
+    """Creates a parameter whose logical axis names drive its sharding (see r1jax.sharding)."""
+    init = init or nn.initializers.normal(stddev=1.0 / math.sqrt(shape[0]))
+    return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * scale, normalised in float32 as the reference implementations do."""
+
+    eps: float
+    param_dtype: str
+    axis_name: str = "embed"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = annotated_param(self, "scale", (x.shape[-1],), (self.axis_name,), self.param_dtype,
+                                                        nn.initializers.ones)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (normed.astype(x.dtype) * scale.astype(x.dtype))
+
+
+def rope_inverse_frequencies(head_dim: int, theta: float,
+                                                          scaling: Optional[RopeScaling]) -> jax.Array:
+    """float32[head_dim // 2] rotation frequencies, with llama3's wavelength-dependent scaling."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    # Long wavelengths are slowed by `factor`, short ones kept, the band between interpolated.
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+            scaling.high_freq_factor - scaling.low_freq_factor)
+    interpolated = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    in_band = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(in_band, interpolated, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotates x: [B, T, N, head_dim] by positions: int32[B, T] (HF's rotate-half layout)."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, head_dim/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x.dtype)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    embed_dim: int
+    mlp_dim: int
+    dtype: str
+    param_dtype: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gate = annotated_param(self, "gate", (self.embed_dim, self.mlp_dim), ("embed", "mlp"),
+                                                      self.param_dtype)
+        up = annotated_param(self, "up", (self.embed_dim, self.mlp_dim), ("embed", "mlp"),
+                                                  self.param_dtype)
+        down = annotated_param(self, "down", (self.mlp_dim, self.embed_dim), ("mlp", "embed"),
+                                                      self.param_dtype)
+        x = x.astype(self.dtype)
+        hidden = jax.nn.silu(x @ gate.astype(self.dtype)) * (x @ up.astype(self.dtype))
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+        return hidden @ down.astype(self.dtype)

@@ -1,0 +1,161 @@
+"""The decoder-only transformer and the pure functions everything else calls.
+
+Layers are stacked with `nn.scan`, so parameters carry a leading `layers` axis and a 30-layer
+model compiles as fast as a 1-layer one. The KV cache is an explicit pytree:
+
+    cache = {"k": [L, B, S, K, D], "v": [L, B, S, K, D],   # per-layer keys/values
+             "valid": bool[B, S],                           # slots holding a real token
+             "index": int32[]}                              # next slot to write
+
+passed in and returned by `forward`, never stored in the module.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.models.attention import Attention
+from r1jax.models.config import ModelConfig
+from r1jax.models.layers import MLP, RMSNorm, annotated_param
+
+CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, layer_cache, positions, mask, cache_index):
+        cfg = self.config
+        attn_out, layer_cache = Attention(cfg, name="attn")(
+            RMSNorm(cfg.norm_eps, cfg.param_dtype, name="attn_norm")(x), positions, mask,
+            layer_cache, cache_index)
+        x = x + attn_out
+        mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name="mlp")(
+            RMSNorm(cfg.norm_eps, cfg.param_dtype, name="mlp_norm")(x))
+        x = nn.with_logical_constraint(x + mlp_out, ("batch", "length", "embed"))
+        return x, layer_cache
+
+
+class Transformer(nn.Module):
+    """tokens -> (logits float32[B, T, V], new cache or None)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
+                 cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None):
+        cfg = self.config
+        embedding = annotated_param(self, "embedding", (cfg.vocab_size, cfg.embed_dim),
+                                    ("vocab", "embed"), cfg.param_dtype,
+                                    nn.initializers.normal(stddev=1.0))
+        x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+        layer_caches = {} if cache is None else {"k": cache["k"], "v": cache["v"]}
+        stack = nn.scan(
+            DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"})
+        x, new_layer_caches = stack(cfg, name="layers")(
+            x, layer_caches or None, positions, mask, cache_index)
+        x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x)
+
+        if cfg.tie_embeddings:
+            head = embedding.T
+        else:
+            head = annotated_param(self, "lm_head", (cfg.embed_dim, cfg.vocab_size),
+                                   ("embed", "vocab"), cfg.param_dtype)
+        logits = jnp.dot(x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        return logits, new_layer_caches
+
+
+def attention_mask(segment_ids: jax.Array) -> jax.Array:
+    """bool[B, T, T]: causal, within a segment, never onto padding (segment id 0).
+
+    segment_ids: int32[B, T]; packed rows number their examples 1, 2, ...
+    """
+    t = segment_ids.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal[None] & same & (segment_ids[:, None, :] != 0)
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_len: int,
+               dtype: Optional[str] = None) -> dict:
+    """An empty cache of `max_len` slots per sequence, in the compute dtype unless `dtype` says."""
+    shape = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
+    dtype = dtype or config.dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "valid": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
+
+
+def cached_attention_mask(cache: dict, new_valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mask for T new tokens written at cache["index"], and the cache's updated `valid`.
+
+    new_valid: bool[B, T], False for padding. Returns (bool[B, T, S], bool[B, S]).
+    """
+    t = new_valid.shape[1]
+    valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, cache["index"], axis=1)
+    slots = jnp.arange(valid.shape[1])
+    query_slots = cache["index"] + jnp.arange(t)
+    causal = slots[None, :] <= query_slots[:, None]  # [T, S]
+    return causal[None] & valid[:, None, :], valid
+
+
+def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
+            segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None):
+    """The model as a pure function.
+
+    Args:
+      tokens, positions: int32[B, T].
+      segment_ids: int32[B, T], 0 for padding; None means one unpadded segment per row.
+      cache: from `init_cache`; the T tokens are written at cache["index"] and attend to
+        every valid earlier slot.
+    Returns:
+      (logits float32[B, T, V], new cache or None).
+    """
+    if segment_ids is None:
+        segment_ids = jnp.ones(tokens.shape, jnp.int32)
+    model = Transformer(config)
+    if cache is None:
+        logits, _ = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids))
+        return logits, None
+    mask, valid = cached_attention_mask(cache, segment_ids != 0)
+    logits, kv = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"])
+    new_cache = {"k": kv["k"], "v": kv["v"], "valid": valid,
+                 "index": cache["index"] + tokens.shape[1]}
+    return logits, new_cache
+
+
+def logits(config: ModelConfig, params, tokens: jax.Array) -> jax.Array:
+    """float32[B, T, V] logits of unpadded int32[B, T] tokens (positions 0..T-1)."""
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    return forward(config, params, tokens, positions)[0]
+
+
+def abstract_params(config: ModelConfig):
+    """Boxed (logically partitioned) parameter shapes, without allocating anything."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    mask = jnp.ones((1, 1, 1), bool)
+    return jax.eval_shape(
+        lambda: Transformer(config).init(jax.random.key(0), tokens, tokens, mask)["params"])
+
+
+def init_params(config: ModelConfig, rng: jax.Array):
+    """Randomly initialised parameters (unboxed plain arrays)."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    mask = jnp.ones((1, 1, 1), bool)
+    boxed = Transformer(config).init(rng, tokens, tokens, mask)["params"]
+    return nn.meta.unbox(boxed)
+
+
+def logical_axes(config: ModelConfig):
+    """A pytree like params whose leaves are tuples of logical axis names."""
+    return nn.get_partition_spec(abstract_params(config))
