@@ -49,7 +49,8 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
-                 cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None):
+                 cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None,
+                 logits_start: int = 0):
         cfg = self.config
         embedding = annotated_param(self, "embedding", (cfg.vocab_size, cfg.embed_dim),
                                     ("vocab", "embed"), cfg.param_dtype,
@@ -64,7 +65,8 @@ class Transformer(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"})
         x, new_layer_caches = stack(cfg, name="layers")(
             x, layer_caches or None, positions, mask, cache_index)
-        x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x)
+        # Trainers that only score the completion skip the vocabulary projection of the prompt.
+        x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x[:, logits_start:])
 
         if cfg.tie_embeddings:
             head = embedding.T
@@ -110,7 +112,8 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array) -> tuple[jax.Array,
 
 
 def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
-            segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None):
+            segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None,
+            logits_start: int = 0):
     """The model as a pure function.
 
     Args:
@@ -118,17 +121,20 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
       segment_ids: int32[B, T], 0 for padding; None means one unpadded segment per row.
       cache: from `init_cache`; the T tokens are written at cache["index"] and attend to
         every valid earlier slot.
+      logits_start: static; logits are computed for positions logits_start.. only.
     Returns:
-      (logits float32[B, T, V], new cache or None).
+      (logits float32[B, T - logits_start, V], new cache or None).
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     model = Transformer(config)
     if cache is None:
-        logits, _ = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids))
+        logits, _ = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
+                                logits_start=logits_start)
         return logits, None
     mask, valid = cached_attention_mask(cache, segment_ids != 0)
-    logits, kv = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"])
+    logits, kv = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
+                             logits_start)
     new_cache = {"k": kv["k"], "v": kv["v"], "valid": valid,
                  "index": cache["index"] + tokens.shape[1]}
     return logits, new_cache

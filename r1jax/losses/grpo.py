@@ -1,0 +1,84 @@
+"""The GRPO objective (DeepSeekMath / DeepSeek-R1), with DAPO's and Dr. GRPO's variants.
+
+For each prompt q, G completions o_1..o_G are sampled from the old policy and scored r_1..r_G:
+
+    A_i   = (r_i - mean(r)) / std(r)                                   (group-relative advantage)
+    ρ_i,t = π_θ(o_i,t | q, o_i,<t) / π_old(o_i,t | q, o_i,<t)           (importance ratio)
+    D_i,t = π_ref/π_θ - log(π_ref/π_θ) - 1                              (k3 estimate of KL(π_θ‖π_ref))
+    J     = agg_i,t [ min(ρ A_i, clip(ρ, 1-ε_low, 1+ε_high) A_i) - β D_i,t ]
+
+and the loss is -J. `agg` is the paper's 1/G Σ_i 1/|o_i| Σ_t ("sequence_mean"), DAPO's token
+mean over the whole batch ("token_mean"), or Dr. GRPO's sum over a constant B × T ("dr_grpo").
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+AGGREGATIONS = ("sequence_mean", "token_mean", "dr_grpo")
+
+
+def group_advantages(rewards: jax.Array, group_size: int, *, scale_by_std: bool = True,
+                     eps: float = 1e-4) -> jax.Array:
+    """float32[B] advantages from float32[B] rewards laid out prompt-major (G per prompt).
+
+    The std is the unbiased sample std over the group, as TRL's; Dr. GRPO drops the division.
+    """
+    groups = rewards.reshape(-1, group_size)
+    centred = groups - groups.mean(axis=1, keepdims=True)
+    if scale_by_std:
+        centred = centred / (groups.std(axis=1, ddof=1, keepdims=True) + eps)
+    return centred.reshape(-1)
+
+
+def aggregate(per_token: jax.Array, mask: jax.Array, aggregation: str) -> jax.Array:
+    """Reduces float32[B, T] per-token values over mask float32[B, T] to a scalar."""
+    if aggregation == "sequence_mean":
+        per_sequence = (per_token * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+        return per_sequence.mean()
+    if aggregation == "token_mean":
+        return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    if aggregation == "dr_grpo":
+        return (per_token * mask).sum() / mask.size
+    raise ValueError(f"Unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}.")
+
+
+def k3_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
+    """Per-token k3 estimator of KL(π_θ ‖ π_ref): unbiased, always ≥ 0."""
+    log_ratio = ref_logprobs - logprobs
+    return jnp.exp(log_ratio) - log_ratio - 1.0
+
+
+def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs, advantages: jax.Array,
+              mask: jax.Array, *, eps_low: float, eps_high: float, beta: float,
+              aggregation: str = "sequence_mean") -> tuple[jax.Array, dict]:
+    """-J(θ) and its diagnostics.
+
+    Args:
+      logprobs: float32[B, T] log π_θ of the completion tokens (differentiated).
+      old_logprobs: float32[B, T] log π_old, the policy that sampled them.
+      ref_logprobs: float32[B, T] log π_ref, or None when beta == 0.
+      advantages: float32[B].
+      mask: float32[B, T], 1 on completion tokens that count.
+    """
+    ratio = jnp.exp(logprobs - old_logprobs)
+    adv = advantages[:, None]
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
+    objective = jnp.minimum(unclipped, clipped)
+    metrics = {}
+    if beta > 0:
+        kl = k3_kl(logprobs, ref_logprobs)
+        objective = objective - beta * kl
+        metrics["kl"] = aggregate(kl, mask, "token_mean")
+    loss = -aggregate(objective, mask, aggregation)
+
+    tokens = jnp.maximum(mask.sum(), 1.0)
+    metrics.update(
+        clip_low=(((ratio < 1.0 - eps_low) & (adv < 0)) * mask).sum() / tokens,
+        clip_high=(((ratio > 1.0 + eps_high) & (adv > 0)) * mask).sum() / tokens,
+        ratio_mean=(ratio * mask).sum() / tokens,
+        ratio_max=jnp.where(mask > 0, ratio, -jnp.inf).max(),
+        ratio_min=jnp.where(mask > 0, ratio, jnp.inf).min(),
+    )
+    return loss, metrics

@@ -1,0 +1,143 @@
+"""What every trainer's loop shares: the policy to start from, metrics, the NaN guard, resume."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+
+from r1jax import models
+
+log = logging.getLogger("r1jax")
+
+NAN_POLICIES = ("stop", "skip")
+
+
+def load_policy(model_config) -> tuple[models.ModelConfig, object, object]:
+    """(ModelConfig, numpy params or None, tokenizer) from config.model.
+
+    config.model.path (HF directory or .gguf) loads pretrained weights; otherwise
+    config.model.preset names a randomly initialised shape (params None: the caller initialises
+    them sharded). config.model.tokenizer names the tokenizer's path (defaults to `path`).
+    """
+    overrides = {"dtype": model_config.dtype, "param_dtype": model_config.param_dtype}
+    if model_config.path:
+        config, params = models.load_pretrained_numpy(model_config.path)
+        config = config.replace(**overrides)
+    else:
+        config, params = models.preset(model_config.preset, **overrides), None
+    if model_config.max_seq_len:
+        config = config.replace(max_seq_len=model_config.max_seq_len)
+    tokenizer = models.load_tokenizer(model_config.tokenizer or model_config.path)
+    if params is None and len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"model.preset={model_config.preset!r} has vocab_size={config.vocab_size} but the "
+            f"tokenizer {model_config.tokenizer!r} has {len(tokenizer)} tokens.")
+    return config, params, tokenizer
+
+
+def check_finite(loss: float, step: int, policy: str) -> bool:
+    """True if the update may be kept; raises under policy 'stop' when the loss is NaN/inf."""
+    if math.isfinite(loss):
+        return True
+    if policy == "stop":
+        raise FloatingPointError(
+            f"Loss is {loss} at step {step}; stopping before anything is checkpointed "
+            "(the newest checkpoint is untouched). Set --config.train.nan_policy=skip to drop "
+            "such updates instead.")
+    log.warning("Loss is %s at step %d: update skipped (nan_policy=skip).", loss, step)
+    return False
+
+
+def _to_python(value):
+    if isinstance(value, (np.ndarray, jax.Array)):
+        value = np.asarray(value).item()
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return value
+
+
+class MetricsLogger:
+    """metrics.jsonl + TensorBoard events in the workdir, and a one-line console summary.
+
+    Only process 0 writes. On resume, lines of steps after the restored checkpoint (written by
+    the run that died) are dropped so the file reads as one uninterrupted run.
+    """
+
+    CONSOLE_KEYS = (("reward_mean", "reward"), ("accuracy", "acc"), ("completion_length", "len"),
+                    ("kl", "kl"), ("clip_high", "clip"), ("entropy", "ent"), ("loss", "loss"),
+                    ("seconds_per_step", "s/step"), ("tokens_per_second", "tok/s"))
+
+    def __init__(self, workdir: str, *, resume_step: Optional[int], enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._writer = None
+        if not enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._truncate_after(resume_step)
+        from tensorboardX import SummaryWriter  # Imported late: only process 0 needs it.
+        self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def _truncate_after(self, resume_step: Optional[int]):
+        if not os.path.exists(self.path):
+            return
+        kept = []
+        with open(self.path) as f:
+            for line in f:
+                if line.strip() and resume_step is not None and \
+                        json.loads(line)["step"] <= resume_step:
+                    kept.append(line)
+        with open(self.path, "w") as f:
+            f.writelines(kept)
+
+    def write(self, step: int, metrics: dict):
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: _to_python(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def console(self, step: int, metrics: dict, total_steps: int):
+        if not self.enabled:
+            return
+        parts = [f"step {step}/{total_steps}"]
+        for key, short in self.CONSOLE_KEYS:
+            if key in metrics:
+                parts.append(f"{short} {_to_python(metrics[key]):.4g}")
+        log.info(" | ".join(parts))
+
+    def samples(self, step: int, rows: list[dict]):
+        """Appends a few sampled completions (prompt, completion, reward) to samples.jsonl."""
+        if not self.enabled:
+            return
+        with open(os.path.join(os.path.dirname(self.path), "samples.jsonl"), "a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **row}) + "\n")
+        text = "\n\n".join(f"**reward {r['reward']:.2f}**\n\n{r['completion']}" for r in rows)
+        self._writer.add_text("samples", text, step)
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class Stopwatch:
+    """Seconds since the last lap."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return elapsed
