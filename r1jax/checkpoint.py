@@ -1,7 +1,7 @@
 """A thin orbax wrapper: train state, trainer metadata and model config under WORKDIR/checkpoints.
 
-Each step is saved as three items: `params`, `opt_state` (sharded arrays, restored straight onto
-their shards) and `meta` (JSON: step, data-iterator position, model config). Orbax writes into a
+Each step is saved as named items of sharded arrays (`params`, `opt_state`, ...; restored straight
+onto their shards) and `meta` (JSON: step, data-iterator position, model config). Orbax writes into a
 temporary directory and renames it when complete, so a checkpoint whose writer died is never
 listed, let alone restored.
 """
@@ -47,21 +47,20 @@ class Checkpointer:
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
 
-    def save(self, step: int, params, opt_state, meta: dict, *, force: bool = False) -> bool:
+    def save(self, step: int, items: dict, meta: dict, *, force: bool = False) -> bool:
+        """Saves `items` (name -> pytree of arrays, e.g. params, opt_state) and JSON `meta`."""
         if not force and (self.every <= 0 or step % self.every):
             return False
-        args = ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                  opt_state=ocp.args.StandardSave(opt_state),
-                                  meta=ocp.args.JsonSave(meta))
-        return self._manager.save(step, args=args, force=force)
+        args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+        return self._manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta),
+                                                                **args), force=force)
 
-    def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple[Any, Any, dict]:
-        """(params, opt_state, meta); the abstract trees carry the target shardings."""
-        args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params),
-                                  opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                                  meta=ocp.args.JsonRestore())
-        restored = self._manager.restore(step, args=args)
-        return restored["params"], restored["opt_state"], restored["meta"]
+    def restore(self, step: int, abstract_items: dict) -> tuple[dict, dict]:
+        """(items, meta); the abstract trees (ShapeDtypeStructs) carry the target shardings."""
+        args = {name: ocp.args.StandardRestore(tree) for name, tree in abstract_items.items()}
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
+        return {name: restored[name] for name in abstract_items}, restored["meta"]
 
     def wait(self):
         self._manager.wait_until_finished()

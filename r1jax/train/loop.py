@@ -30,6 +30,8 @@ def load_policy(model_config) -> tuple[models.ModelConfig, object, object]:
         config, params = models.load_pretrained_numpy(model_config.path)
         config = config.replace(**overrides)
     else:
+        if model_config.vocab_size:
+            overrides["vocab_size"] = model_config.vocab_size
         config, params = models.preset(model_config.preset, **overrides), None
     if model_config.max_seq_len:
         config = config.replace(max_seq_len=model_config.max_seq_len)

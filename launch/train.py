@@ -1,0 +1,36 @@
+r"""Trains one stage of the recipe: GRPO (R1-Zero, reasoning RL) or SFT (cold start, distillation).
+
+    python -m launch.train --config=configs/r1_zero.py[:VARIANT] --workdir=DIR [--config.k=v ...]
+
+Restarting with the same --workdir resumes from its newest complete checkpoint. Metrics go to
+DIR/metrics.jsonl and DIR/tensorboard (`tensorboard --logdir DIR`), sampled completions to
+DIR/samples.jsonl.
+"""
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+STAGES = ("grpo", "sft")
+
+
+def main(argv):
+    del argv
+    logging.getLogger("r1jax").setLevel(logging.INFO)
+    config = _CONFIG.value
+    if config.stage not in STAGES:
+        raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}.")
+    if config.stage == "grpo":
+        from r1jax.train import grpo as trainer
+    else:
+        from r1jax.train import sft as trainer
+    trainer.train(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
