@@ -76,3 +76,16 @@ def eval_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         num_problems=100, k=1, temperature=0.0, top_p=1.0, max_new_tokens=256, batch_size=64,
         reward="math_accuracy"))
+
+
+def sft_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        seq_len=512,
+        packing=True,            # several examples per row (segment ids keep them apart)
+        overlong="truncate",     # | drop: examples longer than seq_len
+        train_on="completion",   # | assistant (chat records) | all
+        batch_size=8,            # rows per step
+        num_micro_batches=1,
+        z_loss=0.0,
+        eval_rows=32,            # held-out rows for eval_loss; 0 = none
+    ))

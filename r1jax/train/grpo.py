@@ -18,14 +18,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from r1jax import rewards as rewards_lib
 from r1jax import sampling
 from r1jax.losses import grpo as grpo_lib
 from r1jax.losses.sft import token_entropy, token_logprobs
 from r1jax.models import transformer
-from r1jax.train import loop, prompts as prompts_lib, state as setup
+from r1jax.train import loop, prompts as prompts_lib, state as setup, step as step_lib
 
 log = logging.getLogger("r1jax")
 
@@ -81,37 +80,19 @@ def micro_batch_weights(mask: jax.Array, aggregation: str) -> jax.Array:
 
 def grpo_update(params, opt_state, batch, *, model_config, optimizer, rl, nan_policy):
     """One AdamW update on a mini-batch; returns (params, opt_state, metrics)."""
-    num_micro = rl.num_micro_batches
-    micro = jax.tree.map(lambda x: x.reshape(num_micro, -1, *x.shape[1:]), batch)
-    weights = micro_batch_weights(micro["mask"], rl.aggregation)
-
-    def loss_fn(p, mb, weight):
+    def loss_fn(p, mb):
         logprobs, entropy = completion_logprobs(model_config, p, mb)
         loss, metrics = grpo_lib.grpo_loss(
             logprobs, mb["old_logprobs"], mb["ref_logprobs"] if rl.beta > 0 else None,
             mb["advantages"], mb["mask"], eps_low=rl.eps_low, eps_high=rl.eps_high,
             beta=rl.beta, aggregation=rl.aggregation)
-        tokens = jnp.maximum(mb["mask"].sum(), 1.0)
-        metrics["entropy"] = (entropy * mb["mask"]).sum() / tokens
-        return loss * weight, metrics
+        metrics["entropy"] = (entropy * mb["mask"]).sum() / jnp.maximum(mb["mask"].sum(), 1.0)
+        return loss, metrics
 
-    def accumulate(grads, xs):
-        mb, weight = xs
-        (loss, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb, weight)
-        return jax.tree.map(jnp.add, grads, g), (loss, metrics)
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    grads, (losses, metrics) = jax.lax.scan(accumulate, zeros, (micro, weights))
-    metrics = jax.tree.map(jnp.mean, metrics)
-    loss = losses.sum()
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    if nan_policy == "skip":
-        keep = jnp.isfinite(loss)
-        new_params, new_opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
-                                                 (new_params, new_opt_state), (params, opt_state))
-    metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
-    return new_params, new_opt_state, metrics
+    masks = batch["mask"].reshape(rl.num_micro_batches, -1, batch["mask"].shape[1])
+    return step_lib.apply_gradients(
+        loss_fn, params, opt_state, batch, micro_batch_weights(masks, rl.aggregation),
+        optimizer=optimizer, num_micro_batches=rl.num_micro_batches, nan_policy=nan_policy)
 
 
 def select_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:

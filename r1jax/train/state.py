@@ -116,12 +116,12 @@ class TrainerState:
             out_shardings=(self.param_shardings, self.opt_shardings, sharding.replicated(self.mesh)),
             donate_argnums=(0, 1))
 
-    def jit_forward(self, fn: Callable) -> Callable:
-        """Compiles fn(params, batch) -> array split over the batch axes."""
+    def jit_forward(self, fn: Callable, *, replicated_output: bool = False) -> Callable:
+        """Compiles fn(params, batch) -> an array split over the batch axes (or replicated)."""
         batch = sharding.batch_sharding(self.mesh, ndim=1)
+        out = sharding.replicated(self.mesh) if replicated_output else batch
         return sharding.sharded_jit(fn, self.mesh, self.rules,
-                                    in_shardings=(self.param_shardings, batch),
-                                    out_shardings=batch)
+                                    in_shardings=(self.param_shardings, batch), out_shardings=out)
 
     def to_device(self, local_batch: dict) -> dict:
         """Host arrays of this process's rows -> global arrays split over the batch axes."""
@@ -166,8 +166,7 @@ class TrainerState:
 
     def should_evaluate(self, step: int) -> bool:
         every = self.config.train.eval_every
-        return bool(self.eval_problems) and (
-            step == self.config.train.num_steps or (every > 0 and step % every == 0))
+        return step == self.config.train.num_steps or (every > 0 and step % every == 0)
 
     def evaluate_and_log(self, step: int, log_now: bool = True) -> dict:
         """Held-out pass@1 (as `accuracy`) with the evaluation binary's code."""

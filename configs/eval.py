@@ -1,0 +1,50 @@
+"""Evaluation settings for launch/evaluate.py and the trainers' periodic evaluation.
+
+    python -m launch.evaluate --config=configs/eval.py:r1 --model=DIR --data=test.jsonl --output_dir=OUT
+    python -m launch.evaluate --config=configs/eval.py:greedy --config.max_problems=50 ...
+
+Variants:
+  greedy: one greedy completion per problem; pass@1 is plain accuracy.
+  r1: the DeepSeek-R1 paper's protocol: 64 samples at temperature 0.6, top-p 0.95, giving pass@1
+      (mean over the 64) and cons@64 (majority vote); 32,768 new tokens at most as in the paper,
+      which small models will want lowered with --config.max_new_tokens.
+  tiny: a few short samples, for tests and smoke runs.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("greedy", "r1", "tiny")
+
+
+def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
+    """The variant named `arg` (see the module docstring)."""
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown eval config variant {arg!r}; choose one of {VARIANTS}")
+    config = ml_collections.ConfigDict()
+    config.template = "chat"  # r1jax.data.templates name or a "{question}" format string.
+    config.system = config_dict.placeholder(str)  # Chat system prompt; None: the template's default.
+    config.reward = "math_accuracy"  # Verifies completions; also picks the answer extraction for cons@k.
+    config.k = 1  # Completions per problem.
+    config.temperature = 0.0  # 0: greedy.
+    config.top_p = config_dict.placeholder(float)  # None: no nucleus cut.
+    config.max_new_tokens = 512
+    config.pass_ks = (1,)  # Unbiased pass@k' estimates to report, each k' <= k.
+    config.batch_size = 64  # Completions per sampler call.
+    config.seed = 0
+    config.max_problems = config_dict.placeholder(int)  # None: every problem.
+
+    if arg == "r1":
+        config.k = 64
+        config.temperature = 0.6
+        config.top_p = 0.95
+        config.max_new_tokens = 32768
+        config.pass_ks = (1, 8, 64)
+    elif arg == "tiny":
+        config.template = "plain"
+        config.k = 4
+        config.temperature = 1.0
+        config.max_new_tokens = 8
+        config.pass_ks = (1, 2, 4)
+        config.batch_size = 8
+        config.max_problems = 4
+    return config

@@ -1,0 +1,46 @@
+"""The update every train step shares: gradients accumulated over micro-batches, one AdamW step,
+and the NaN guard's 'skip' policy, all inside one jitted function."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def apply_gradients(loss_fn: Callable, params, opt_state, batch: dict, weights: jax.Array, *,
+                    optimizer: optax.GradientTransformation, num_micro_batches: int,
+                    nan_policy: str):
+    """One optimizer step on the weighted sum of micro-batch losses.
+
+    Args:
+      loss_fn: (params, micro_batch) -> (scalar loss, metrics dict).
+      batch: arrays [N, ...], split into num_micro_batches consecutive micro-batches.
+      weights: float32[num_micro_batches]; the full batch's loss is Σ_m weights[m] · loss_m.
+      nan_policy: "skip" keeps the old params and optimizer state when the loss is not finite.
+    Returns:
+      (params, opt_state, metrics) with metrics averaged over micro-batches, plus loss and
+      grad_norm.
+    """
+    micro = jax.tree.map(lambda x: x.reshape(num_micro_batches, -1, *x.shape[1:]), batch)
+
+    def accumulate(grads, xs):
+        mb, weight = xs
+        weighted = lambda p: jax.tree.map(lambda v: v * weight, loss_fn(p, mb))
+        (loss, metrics), g = jax.value_and_grad(weighted, has_aux=True)(params)
+        return jax.tree.map(jnp.add, grads, g), (loss, metrics, weight)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (losses, metrics, w) = jax.lax.scan(accumulate, zeros, (micro, weights))
+    # metrics were scaled by their micro-batch weight: summing gives the weighted mean.
+    metrics = jax.tree.map(lambda m: m.sum() / w.sum(), metrics)
+    loss = losses.sum()
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    if nan_policy == "skip":
+        keep = jnp.isfinite(loss)
+        new_params, new_opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
+                                                 (new_params, new_opt_state), (params, opt_state))
+    metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
+    return new_params, new_opt_state, metrics
