@@ -20,6 +20,7 @@ setuptools.setup(
         "ml-collections",
         "absl-py",
         "math-verify",
+        "etils[epath]",
         "gguf",
         "safetensors",
         "tensorboardX",

@@ -42,19 +42,15 @@ class PromptIterator:
                  seed: int):
         source = open_split(data_config, data_config.train_split)
         records = [source[i] for i in range(len(source))]
-        records = [self._with_system(r, data_config.system) for r in records]
         self.records, self.token_ids, self.stats = data.tokenize_prompts(
-            records, tokenizer, data_config.template, max_prompt_len)
+            records, tokenizer, data_config.template, max_prompt_len,
+            system=data_config.system or None)
         if self.stats["filtered_too_long"]:
             log.warning("%d of %d prompts are longer than max_prompt_len=%d and were dropped.",
                         self.stats["filtered_too_long"], len(records), max_prompt_len)
         self._batches = data.BatchIterator(
             list(range(len(self.records))), global_batch_size=global_batch_size, seed=seed,
             process_index=jax.process_index(), process_count=jax.process_count())
-
-    @staticmethod
-    def _with_system(record: dict, system: str) -> dict:
-        return {**record, "system": system} if system else record
 
     def __next__(self) -> tuple[list[dict], list[list[int]]]:
         indices = next(self._batches)
