@@ -8,7 +8,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["r1jax", "r1jax.*", "launch", "configs", "configs.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "jax>=0.4.35",
+        "jax>=0.7.1",
         "flax>=0.10",
         "optax",
         "orbax-checkpoint",
