@@ -21,6 +21,8 @@ STAGES = ("grpo", "sft")
 
 def main(argv):
     del argv
+    # r1jax's own progress at INFO; the libraries' (orbax, tfds) chatter only when it matters.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("r1jax").setLevel(logging.INFO)
     config = _CONFIG.value
     if config.stage not in STAGES:

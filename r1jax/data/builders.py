@@ -256,7 +256,11 @@ def prepare(kind: str, input_path: str | None = None, *, name: str, data_dir: st
     try:
         builder_cls = type(name, (BUILDERS[kind],), {"name": name, "__module__": __name__}, skip_registration=True)
         builder = builder_cls(splits=splits, data_dir=str(staging))
-        builder.download_and_prepare(file_format="array_record")
+        tfds.disable_progress_bar()  # Its bars name the staging dir; the caller prints counts.
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        finally:
+            tfds.enable_progress_bar()
         counts = {split: info.num_examples for split, info in builder.info.splits.items()}
         _swap_in(staging / name, final, aside=staging / "previous")
     finally:

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from r1jax import rewards as rewards_lib
-from r1jax import sampling
+from r1jax.sampling import sampler
 from r1jax.losses import grpo as grpo_lib
 from r1jax.losses.sft import token_entropy, token_logprobs
 from r1jax.models import transformer
@@ -133,7 +133,7 @@ def _sample(state, records, prompt_ids, rng):
     """Samples G completions for each prompt and scores them. Host-side lists + device arrays."""
     cfg, rl = state.config, state.config.rl
     prompt_tokens, prompt_lengths = prompts_lib.left_pad(prompt_ids, rl.max_prompt_len)
-    out = sampling.sample_batch(
+    out = sampler.sample_batch(
         state.model_config, state.params, prompt_tokens, prompt_lengths, rng,
         max_new_tokens=rl.max_new_tokens, n=rl.num_generations, temperature=rl.temperature,
         top_k=rl.top_k or None, top_p=rl.top_p if rl.top_p < 1 else None,

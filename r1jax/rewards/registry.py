@@ -1,0 +1,161 @@
+"""Reward functions by name, and their weighted combination with per-component metrics.
+
+Every reward has one signature:
+
+    fn(prompts: list[str], completions: list[str], **fields: list) -> list[float]
+
+`fields` are per-example columns of the data set (`answer`, `tests`, `language`,
+`completion_lengths`, ...), each a list as long as `completions`; a reward reads the ones it
+needs and ignores the rest. A reward marks a completion it failed to score (an exception or a
+timeout inside it) with NaN: `combine` turns NaN into 0 and counts it in `reward_errors/<name>`.
+
+The built-in rewards are imported on first `get`, so that using `format` does not import sympy
+(through math-verify) and a config names only what it uses:
+
+    fn = get("overlong", max_completion_len=4096, overlong_buffer=512)
+    total, metrics = combine({"math_accuracy": 1.0, "format": 0.2}, prompts, completions,
+                             {"answer": answers})
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RewardFn = Callable[..., list[float]]
+
+# name -> (module, attribute): resolved lazily by `get` (see the module docstring).
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "math_accuracy": ("r1jax.rewards.math", "math_accuracy"),
+    "format": ("r1jax.rewards.format", "format_strict"),
+    "format_soft": ("r1jax.rewards.format", "format_soft"),
+    "language_consistency": ("r1jax.rewards.language", "language_consistency"),
+    "code": ("r1jax.rewards.code", "code"),
+    "overlong": ("r1jax.rewards.length", "overlong"),
+}
+_REGISTERED: dict[str, RewardFn] = {}
+
+
+def register(name: str, fn: RewardFn | None = None):
+    """Registers `fn` under `name`; usable as a decorator (`@register("my_reward")`).
+
+    Raises:
+      ValueError: `name` is already taken (built-in or registered).
+    """
+    def add(f: RewardFn) -> RewardFn:
+        if name in _BUILTIN or name in _REGISTERED:
+            raise ValueError(f"reward {name!r} is already registered")
+        _REGISTERED[name] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def names() -> list[str]:
+    """Sorted names of every reward `get` knows."""
+    return sorted({*_BUILTIN, *_REGISTERED})
+
+
+def get(name: str, **params: Any) -> RewardFn:
+    """The reward registered under `name`, with `params` bound as keyword arguments.
+
+    Raises:
+      KeyError: unknown name (the message lists the known ones).
+      TypeError: a param that is not a named parameter of the reward.
+    """
+    if name in _REGISTERED:
+        fn = _REGISTERED[name]
+    elif name in _BUILTIN:
+        module, attribute = _BUILTIN[name]
+        fn = getattr(importlib.import_module(module), attribute)
+    else:
+        raise KeyError(f"unknown reward {name!r}; registered rewards: {', '.join(names())}")
+    if not params:
+        return fn
+    # Checked here so that a typo fails at config time: `**fields` would swallow it silently.
+    named = {p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unknown = sorted(set(params) - named)
+    if unknown:
+        raise TypeError(f"reward {name!r} takes no params {unknown}; its params: {sorted(named)}")
+    return functools.partial(fn, **params)
+
+
+def safe_map(score: Callable[..., float], *columns: Sequence) -> list[float]:
+    """[score(*row) for row in zip(*columns)], with NaN where `score` raises.
+
+    The per-completion guard every reward uses, so that one bad completion costs its own reward
+    and an error count, not the batch.
+    """
+    out = []
+    for row in zip(*columns):
+        try:
+            out.append(float(score(*row)))
+        except Exception:  # noqa: BLE001 - any failure of one completion is that completion's error.
+            logging.debug("reward failed on one completion", exc_info=True)
+            out.append(float("nan"))
+    return out
+
+
+def _normalise_specs(specs) -> list[tuple[str, float]]:
+    """(name, weight) pairs from a mapping (dict, ConfigDict) or a sequence of pairs."""
+    pairs = list(specs.items()) if hasattr(specs, "items") else [tuple(s) for s in specs]
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"a reward spec is (name, weight), got {pair!r}")
+    return [(str(name), float(weight)) for name, weight in pairs]
+
+
+def evaluate(name: str, prompts: list[str], completions: list[str], fields: Mapping[str, list],
+             params: Mapping[str, Any] | None = None) -> np.ndarray:
+    """float32[N] scores of one reward, NaN where it failed; never raises for the reward's sake.
+
+    A reward that raises for the whole batch, or returns the wrong number of scores, gives NaN
+    for every completion. Unknown names and bad params do raise: they are config errors.
+    """
+    fn = get(name, **dict(params or {}))
+    n = len(completions)
+    try:
+        scores = np.asarray(fn(prompts, completions, **fields), dtype=np.float32)
+        if scores.shape != (n,):
+            raise ValueError(f"reward {name!r} returned shape {scores.shape} for {n} completions")
+        return scores
+    except Exception:  # noqa: BLE001 - a failing reward must not stop training.
+        logging.exception("reward %r failed on a batch of %d completions", name, n)
+        return np.full((n,), np.nan, np.float32)
+
+
+def combine(specs, prompts: list[str], completions: list[str], fields: Mapping[str, list],
+            params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    """Weighted sum of the named rewards, and a metric per component.
+
+    Args:
+      specs: {name: weight} (dict or ConfigDict) or a sequence of (name, weight) pairs.
+      prompts, completions: N strings each.
+      fields: per-example columns, each a list of N values.
+      params: optional {name: {param: value}} bound to each reward (see `get`), e.g. a config's
+        `rewards_params`.
+
+    Returns:
+      (total: float32[N], metrics) with metrics `reward/<name>` (mean score, failures as 0),
+      `reward_errors/<name>` (number of completions the reward failed on) and `reward/total`.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    params = params or {}
+    total = np.zeros((len(completions),), np.float32)
+    metrics: dict[str, float] = {}
+    for name, weight in _normalise_specs(specs):
+        scores = evaluate(name, prompts, completions, fields, params.get(name))
+        failed = np.isnan(scores)
+        scores = np.where(failed, np.float32(0), scores)
+        total += np.float32(weight) * scores
+        metrics[f"reward/{name}"] = float(scores.mean()) if scores.size else 0.0
+        metrics[f"reward_errors/{name}"] = float(failed.sum())
+    metrics["reward/total"] = float(total.mean()) if total.size else 0.0
+    return total, metrics
