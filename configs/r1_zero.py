@@ -57,8 +57,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # 2-digit addition, where SmolLM2-135M-Instruct starts near 25% greedy (DESIGN.md).
         # β = 0 (as DAPO) halves the forward passes; the short answers keep steps ~10 s here.
         config.model.path = common.smollm2_path()
-        config.data.update(kind="arithmetic", name="addition_2d", template="chat",
-                           system="Reply with just the number.",
+        config.data.update(kind="arithmetic", name="addition_2d",
+                           template="chat:{question} Reply with just the number.",
                            generate=dict(operations="+", digits=2, num_train=5000,
                                          num_test=200, seed=0))
         config.optimizer.update(learning_rate=1e-5, warmup_steps=5)

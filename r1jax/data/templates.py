@@ -1,7 +1,9 @@
 """Prompt templates: how a question becomes the text the policy continues.
 
 A config names a template ("r1_zero", "chat", "chat_r1", "plain") or writes its own format
-string containing "{question}", e.g. config.data.template = "Q: {question}\\nA:".
+string containing "{question}", e.g. config.data.template = "Q: {question}\\nA:". A format string
+after "chat:" is the user's message inside the chat template, e.g.
+"chat:{question} Reply with just the number.".
 """
 from typing import Any
 
@@ -25,21 +27,30 @@ R1_SYSTEM_PROMPT = (
 FORMAT_TEMPLATES = {"r1_zero": R1_ZERO_TEMPLATE, "plain": "{question}"}
 CHAT_TEMPLATES = ("chat", "chat_r1")
 TEMPLATE_NAMES = (*FORMAT_TEMPLATES, *CHAT_TEMPLATES)
+CHAT_FORMAT_PREFIX = "chat:"
 
 
 def is_chat_template(template: str) -> bool:
     """True for the templates rendered by the tokenizer's chat template (their text carries the
     model's special tokens already)."""
-    return template in CHAT_TEMPLATES
+    return template in CHAT_TEMPLATES or template.startswith(CHAT_FORMAT_PREFIX)
+
+
+def _fill(template: str, question: str) -> str:
+    text = FORMAT_TEMPLATES.get(template, template)
+    if "{question}" not in text:
+        raise ValueError(f"template {template!r} is neither a registered name {TEMPLATE_NAMES} "
+                         "nor a format string containing '{question}'")
+    return text.replace("{question}", question)
 
 
 def render_prompt(template: str, question: str, tokenizer: Any = None, system: str | None = None) -> str:
     """Renders one prompt.
 
     Args:
-      template: a registered name ("r1_zero", "plain", "chat", "chat_r1") or a format string
+      template: a registered name ("r1_zero", "plain", "chat", "chat_r1"), a format string
         containing "{question}" (only that placeholder is filled, so other braces such as
-        "\\boxed{}" are left alone).
+        "\\boxed{}" are left alone), or "chat:" + such a format string for the user's message.
       question: the question or problem text.
       tokenizer: a Hugging Face tokenizer; needed by "chat" and "chat_r1", which call its
         `apply_chat_template(..., add_generation_prompt=True)`.
@@ -58,12 +69,10 @@ def render_prompt(template: str, question: str, tokenizer: Any = None, system: s
         if template == "chat_r1" and system is None:
             system = R1_SYSTEM_PROMPT
         messages = [{"role": "system", "content": system}] if system is not None else []
+        if template.startswith(CHAT_FORMAT_PREFIX):
+            question = _fill(template[len(CHAT_FORMAT_PREFIX):], question)
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if system is not None:
         raise ValueError(f"a system prompt only applies to the chat templates {CHAT_TEMPLATES}, not {template!r}")
-    text = FORMAT_TEMPLATES.get(template, template)
-    if "{question}" not in text:
-        raise ValueError(f"template {template!r} is neither a registered name {TEMPLATE_NAMES} "
-                         "nor a format string containing '{question}'")
-    return text.replace("{question}", question)
+    return _fill(template, question)

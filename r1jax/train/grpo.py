@@ -132,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
 def _sample(state, records, prompt_ids, rng):
     """Samples G completions for each prompt and scores them. Host-side lists + device arrays."""
     cfg, rl = state.config, state.config.rl
-    prompt_tokens, prompt_lengths = prompts_lib.left_pad(prompt_ids, rl.max_prompt_len)
+    prompt_tokens, prompt_lengths = prompts_lib.left_pad(prompt_ids, state.iterator.width)
     out = sampler.sample_batch(
         state.model_config, state.params, prompt_tokens, prompt_lengths, rng,
         max_new_tokens=rl.max_new_tokens, n=rl.num_generations, temperature=rl.temperature,

@@ -35,7 +35,8 @@ class PromptIterator:
     """Yields (records, token ids) of this process's prompts, `global_batch_size` per step.
 
     Every prompt of the split is rendered and tokenised at start-up; those longer than
-    max_prompt_len are dropped and counted (`stats`), so every batch has the full size.
+    max_prompt_len are dropped and counted (`stats`), so every batch has the full size, and
+    `width` is the padded length every batch uses.
     """
 
     def __init__(self, data_config, tokenizer, *, global_batch_size: int, max_prompt_len: int,
@@ -45,6 +46,9 @@ class PromptIterator:
         self.records, self.token_ids, self.stats = data.tokenize_prompts(
             records, tokenizer, data_config.template, max_prompt_len,
             system=data_config.system or None)
+        # One static prompt width for every batch (one compilation), no wider than the data needs.
+        longest = max(len(ids) for ids in self.token_ids)
+        self.width = min(max_prompt_len, -(-longest // 8) * 8)
         if self.stats["filtered_too_long"]:
             log.warning("%d of %d prompts are longer than max_prompt_len=%d and were dropped.",
                         self.stats["filtered_too_long"], len(records), max_prompt_len)
