@@ -17,15 +17,7 @@ from configs import common
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     variant = arg or "cpu"
-    config = ml_collections.ConfigDict()
-    config.stage = "sft"
-    config.variant = variant
-    config.model = common.model_config()
-    config.data = common.data_config()
-    config.mesh = common.mesh_config()
-    config.optimizer = common.optimizer_config()
-    config.train = common.train_config()
-    config.eval = common.eval_config()
+    config = common.base_config("sft", variant)
     config.sft = common.sft_config()
     config.optimizer.update(learning_rate=2e-5, warmup_steps=10, decay="cosine")
 

@@ -20,6 +20,20 @@ def smollm2_path() -> str:
     return smollm2_gguf_path()
 
 
+def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
+    """The sections every stage has; a stage's file adds its own (rl, sft) and sets values."""
+    config = ml_collections.ConfigDict()
+    config.stage = stage
+    config.variant = variant
+    config.model = model_config()
+    config.data = data_config()
+    config.mesh = mesh_config()
+    config.optimizer = optimizer_config()
+    config.train = train_config()
+    config.eval = eval_config()
+    return config
+
+
 def model_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         path="",             # HF directory or .gguf; empty: random init of `preset`

@@ -195,7 +195,8 @@ class TrainerState:
             self.logger.console(step, metrics, self.config.train.num_steps)
 
     def finish(self):
-        self.save_checkpoint(force=self.step % self.checkpointer.every != 0)
+        if self.checkpointer.latest_step() != self.step:
+            self.save_checkpoint(force=True)
         self.checkpointer.wait()
         self.checkpointer.close()
         self.logger.close()

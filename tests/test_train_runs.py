@@ -1,0 +1,114 @@
+"""Training binaries end to end on tiny configs: what a run writes, SIGKILL-and-resume giving
+the same result as an uninterrupted run, fitting a small data set, and errors named at start-up."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import cold_start_sft
+from r1jax import checkpoint
+from r1jax.train import sft
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _command(config, workdir, *extra):
+    return [sys.executable, "-m", "launch.train", f"--config={config}", f"--workdir={workdir}",
+            *extra]
+
+
+def _env(data_dir):
+    return {**os.environ, "R1JAX_DATA_DIR": str(data_dir), "PYTHONPATH": ROOT}
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _without_timings(rows):
+    return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
+
+
+@pytest.mark.parametrize("config", ["configs/r1_zero.py:tiny", "configs/cold_start_sft.py:tiny"])
+def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
+    env = _env(tmp_path / "data")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_command(config, straight), cwd=ROOT, env=env, check=True, timeout=600,
+                   capture_output=True)
+    rows = _metrics(straight)
+    num_steps = rows[-1]["step"]
+    assert rows[0]["step"] == 0 and [r["step"] for r in rows[1:]] == list(range(1, num_steps + 1))
+    assert all(np.isfinite(r["loss"]) for r in rows[1:])
+    assert os.listdir(straight / "tensorboard")
+
+    process = subprocess.Popen(_command(config, killed), cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = sorted(int(s) for s in os.listdir(straight / "checkpoints")
+                              if s.isdigit())[0]
+    deadline = time.time() + 600
+    while checkpoint.latest_step(str(killed)) != first_checkpoint:
+        assert process.poll() is None and time.time() < deadline, "run ended before its checkpoint"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    subprocess.run(_command(config, killed), cwd=ROOT, env=env, check=True, timeout=600,
+                   capture_output=True)
+
+    a_config, a = checkpoint.restore_params(str(straight))
+    b_config, b = checkpoint.restore_params(str(killed))
+    assert a_config == b_config
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert _without_timings(_metrics(killed)) == _without_timings(rows)
+
+
+def test_grpo_run_logs_rewards_accuracy_and_samples(tmp_path):
+    subprocess.run(_command("configs/r1_zero.py:tiny", tmp_path / "w"), cwd=ROOT,
+                   env=_env(tmp_path / "data"), check=True, timeout=600, capture_output=True)
+    rows = _metrics(tmp_path / "w")
+    assert "accuracy" in rows[0] and "accuracy" in rows[2] and "accuracy" in rows[-1]
+    for key in ("reward_mean", "reward/math_accuracy", "kl", "clip_high", "entropy",
+                "completion_length", "tokens_per_second"):
+        assert key in rows[1], key
+    with open(tmp_path / "w" / "samples.jsonl") as f:
+        assert {"prompt", "completion", "reward"} <= set(json.loads(f.readline()))
+
+
+def test_unknown_config_key_fails_at_start_up(tmp_path):
+    result = subprocess.run(
+        _command("configs/r1_zero.py:tiny", tmp_path / "w", "--config.rl.group_size=4"),
+        cwd=ROOT, env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "group_size" in result.stderr
+
+
+def test_tiny_sft_fits_a_small_data_set(tmp_path, monkeypatch):
+    config = cold_start_sft.get_config("tiny")
+    config.data.update(name="fit8", data_dir=str(tmp_path / "data"),
+                       generate=dict(operations="+", digits=1, num_train=8, num_test=4, seed=1))
+    # One example per row, all 8 in every batch of the 8-device mesh.
+    config.sft.update(batch_size=8, packing=False, eval_rows=0)
+    config.optimizer.update(decay="constant", learning_rate=1e-2)
+    config.train.update(num_steps=30, eval_every=0, checkpoint_every=0)
+    config.eval.num_problems = 0
+    metrics = sft.train(config, str(tmp_path / "w"))
+    first = _metrics(tmp_path / "w")[1]["loss"]
+    assert first > 5.0  # a random model starts near ln(49152) ≈ 10.8
+    assert metrics["loss"] < 0.1, metrics["loss"]
+
+
+def test_malformed_sft_row_names_file_and_line(tmp_path):
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text('{"prompt": "1 + 1?", "completion": "2"}\n{"prompt": "2 + 2?"}\n')
+    result = subprocess.run(
+        _command("configs/distill.py:tiny", tmp_path / "w", f"--config.data.input={traces}"),
+        cwd=ROOT, env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"{traces}:2" in result.stderr and "completion" in result.stderr
