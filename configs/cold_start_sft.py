@@ -34,7 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.data.update(kind="arithmetic", name="addition_1d", template="plain",
                            generate=dict(operations="+", digits=1, num_train=256, num_test=32,
                                          seed=0))
-        config.sft.update(seq_len=128, batch_size=4, eval_rows=8)
+        config.sft.update(seq_len=128, batch_size=8, eval_rows=8)
         config.optimizer.update(learning_rate=3e-3, warmup_steps=1)
         config.train.update(num_steps=6, eval_every=3, checkpoint_every=3)
         config.eval.update(num_problems=4, max_new_tokens=8, batch_size=4, reward="format")

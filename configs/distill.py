@@ -33,7 +33,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     elif variant == "tiny":
         config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(),
                             vocab_size=49152, max_seq_len=256)
-        config.sft.update(seq_len=128, batch_size=4, eval_rows=4)
+        config.sft.update(seq_len=128, batch_size=8, eval_rows=8)
         config.optimizer.update(learning_rate=3e-3, warmup_steps=1)
         config.train.update(num_steps=4, eval_every=2, checkpoint_every=2)
     elif variant == "qwen2_5_1_5b":

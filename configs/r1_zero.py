@@ -63,7 +63,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.data.update(kind="arithmetic", name="addition_1d", template="plain",
                            generate=dict(operations="+", digits=1, num_train=256,
                                          num_test=32, seed=0))
-        config.rl.update(prompts_per_step=4, num_generations=4, max_new_tokens=8, beta=0.04)
+        config.rl.update(prompts_per_step=8, num_generations=4, max_new_tokens=8, beta=0.04)
         config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
         config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
         config.eval.update(num_problems=8, max_new_tokens=8, batch_size=8)

@@ -71,6 +71,7 @@ def test_select_groups_keeps_groups_with_a_signal():
     ("rl.beta", -0.1, "rl.beta=-0.1"),
     ("rl.aggregation", "mean", "sequence_mean"),
     ("rl.prompts_per_step", 3, "rl.prompts_per_step=3"),
+    ("rl.prompts_per_step", 4, "multiple of the mesh"),
     ("train.nan_policy", "ignore", "stop"),
 ])
 def test_bad_config_values_are_named(key, value, message):

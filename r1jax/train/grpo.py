@@ -121,11 +121,11 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
     rollouts = rl.prompts_per_step * rl.num_generations
     per_update = rl.num_mini_batches * rl.num_micro_batches
     setup.require(
-        rollouts % per_update == 0 and (rollouts // per_update) % mesh_batch == 0,
-        "rl.prompts_per_step", rl.prompts_per_step,
-        f"a value making prompts_per_step × num_generations ({rollouts}) divisible by "
-        f"num_mini_batches × num_micro_batches × the mesh's data×fsdp size "
-        f"({per_update} × {mesh_batch})")
+        rl.prompts_per_step % mesh_batch == 0 and rollouts % per_update == 0
+        and (rollouts // per_update) % mesh_batch == 0, "rl.prompts_per_step", rl.prompts_per_step,
+        f"a multiple of the mesh's data×fsdp size ({mesh_batch}: each shard prefills whole "
+        f"prompts) making prompts_per_step × num_generations ({rollouts}) divisible by "
+        f"num_mini_batches × num_micro_batches × {mesh_batch} ({per_update} × {mesh_batch})")
     setup.validate_common(config)
 
 
