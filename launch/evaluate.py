@@ -5,7 +5,7 @@ r"""Evaluates a model on a benchmark: pass@1 over k samples, unbiased pass@k, co
 
 --model is a Hugging Face directory (config.json + safetensors), a .gguf file, an r1jax training
 workdir (its newest checkpoint is evaluated) or one checkpoint, WORKDIR/checkpoints/STEP; a workdir
-or checkpoint needs --tokenizer (the model directory or .gguf file training started from).
+or checkpoint uses the tokenizer the trainer saved in WORKDIR/tokenizer (or --tokenizer).
 --data is a JSONL file (GSM8K, MATH or {question, answer} lines for math; {prompt, tests} for
 code; see r1jax/data/jsonl.py) or the name of a data set prepared with launch/data.py, read from
 --data_dir, split --split.
@@ -88,9 +88,13 @@ def load_model(path: str, tokenizer_path: str | None = None):
         config, params = models.load_pretrained(path)
         return config, params, models.load_tokenizer(tokenizer_path or path), None
     workdir, step = location
+    saved_tokenizer = os.path.join(workdir, checkpoint.TOKENIZER_DIR)
+    if tokenizer_path is None and os.path.isdir(saved_tokenizer):
+        tokenizer_path = saved_tokenizer
     if tokenizer_path is None:
-        raise ValueError(f"--model={path} is an r1jax checkpoint, which holds no tokenizer: pass --tokenizer "
-                         "(the model directory or .gguf file training started from)")
+        raise ValueError(f"--model={path}: the workdir has no {checkpoint.TOKENIZER_DIR}/ (written by "
+                         "launch/train.py): pass --tokenizer (the model directory or .gguf file training "
+                         "started from)")
     step = checkpoint.latest_step(workdir) if step is None else step
     if step is None:
         raise FileNotFoundError(f"--model={path}: the workdir has no complete checkpoint in "

@@ -17,6 +17,8 @@ import orbax.checkpoint as ocp
 from r1jax.models.config import ModelConfig, RopeScaling
 
 CHECKPOINT_DIR = "checkpoints"
+# The trainer saves its tokenizer here once, so a workdir alone is enough to sample from.
+TOKENIZER_DIR = "tokenizer"
 
 
 def _manager(workdir: str, keep: Optional[int] = None, read_only: bool = False):

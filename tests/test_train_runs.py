@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import cold_start_sft
+from launch import evaluate as evaluate_launcher
 from r1jax import checkpoint
 from r1jax.train import sft
 
@@ -79,6 +80,9 @@ def test_grpo_run_logs_rewards_accuracy_and_samples(tmp_path):
         assert key in rows[1], key
     with open(tmp_path / "w" / "samples.jsonl") as f:
         assert {"prompt", "completion", "reward"} <= set(json.loads(f.readline()))
+    # The workdir alone is enough to evaluate: newest checkpoint, the tokenizer saved beside it.
+    config, _, tokenizer, step = evaluate_launcher.load_model(str(tmp_path / "w"))
+    assert step == rows[-1]["step"] and len(tokenizer) == config.vocab_size
 
 
 def test_unknown_config_key_fails_at_start_up(tmp_path):

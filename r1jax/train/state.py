@@ -85,6 +85,9 @@ class TrainerState:
         self.checkpointer = checkpoint.Checkpointer(
             workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
         self.eval_problems = self._eval_problems()
+        tokenizer_dir = os.path.join(workdir, checkpoint.TOKENIZER_DIR)
+        if distributed.is_main_process() and not os.path.isdir(tokenizer_dir):
+            self.tokenizer.save_pretrained(tokenizer_dir)
         log.info("Model %s (%.1fM params) on mesh %s; workdir %s", self.model_config.architecture,
                  self.model_config.num_params / 1e6, shape, workdir)
         return self
