@@ -1,0 +1,168 @@
+"""`generate`: the list-in, list-out sampler for evaluation, rejection sampling and scripts.
+
+Prompts are sorted by length and cut into batches; each batch is padded to a power-of-two width
+(the bucket of its longest prompt) and a power-of-two row count, so a run over thousands of
+prompts of every length compiles only a handful of `sample_batch` programs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Union
+
+import jax
+import numpy as np
+import tqdm
+
+from r1jax import models, sharding
+from r1jax.sampling import sampler
+from r1jax.sampling.strategies import Strategy
+
+MIN_BUCKET = 16
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Completions:
+    """n completions per prompt, prompt-major (the n completions of prompt 0 first).
+
+    Attributes:
+      tokens: token ids of each completion, prompt excluded, stop token included.
+      logprobs: log-probability of each of those tokens under the raw model (temperature 1, no
+        top-k/top-p): the behaviour policy's logprobs GRPO uses.
+      finish_reasons: "stop" (ended with a stop token) or "length" (ran out of budget).
+    """
+
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+    finish_reasons: list[str]
+
+
+def bucket_width(length: int, limit: int) -> int:
+    """The padded width of a prompt of `length` tokens: a power of two >= MIN_BUCKET, or limit.
+
+    Padding only costs cache memory and prefill work: positions count real tokens, so a wide
+    bucket never pushes a sequence past the model's context.
+    """
+    return min(max(MIN_BUCKET, 1 << (length - 1).bit_length()), limit)
+
+
+def _batch_rows(count: int, mesh) -> int:
+    """Rows for a call with `count` prompts: a power of two, a multiple of the mesh's batch shards."""
+    rows = 1 << (count - 1).bit_length()
+    if mesh is not None:
+        shards = int(np.prod([mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES]))
+        rows = -(-rows // shards) * shards
+    return rows
+
+
+def _validate_prompts(config: models.ModelConfig, prompts,
+                      max_new_tokens) -> tuple[list[list[int]], list[int]]:
+    """(token-id lists, per-prompt budgets), checked against the vocabulary and the context.
+
+    Raises ValueError naming the first bad prompt.
+    """
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
+        raise ValueError("prompts must be a non-empty list of token-id lists (tokenize text first).")
+    if isinstance(max_new_tokens, (int, np.integer)):
+        budgets = [max_new_tokens] * len(prompts)
+    else:
+        budgets = list(max_new_tokens)
+        if len(budgets) != len(prompts):
+            raise ValueError(f"max_new_tokens has {len(budgets)} entries for {len(prompts)} prompts.")
+    if any(not isinstance(b, (int, np.integer)) or b < 1 for b in budgets):
+        raise ValueError(f"max_new_tokens must be ints >= 1, got {max_new_tokens!r}.")
+    checked = []
+    for i, (prompt, budget) in enumerate(zip(prompts, budgets)):
+        if isinstance(prompt, (int, np.integer, str, bytes)):
+            raise ValueError(f"prompts[{i}] is {prompt!r}, not a list of token ids: prompts must "
+                             "be a list of token-id lists.")
+        ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError(f"prompts[{i}] is empty: a prompt needs at least one token (e.g. BOS) "
+                             "for the model to condition on.")
+        outside = [t for t in ids if not 0 <= t < config.vocab_size]
+        if outside:
+            raise ValueError(f"prompts[{i}] has token ids outside the vocabulary "
+                             f"[0, {config.vocab_size}): {outside[:5]}.")
+        if len(ids) + budget > config.max_seq_len:
+            raise ValueError(f"prompts[{i}] has {len(ids)} tokens; with max_new_tokens={budget} it "
+                             f"needs {len(ids) + budget} positions, more than the model's context "
+                             f"(config.max_seq_len={config.max_seq_len}).")
+        checked.append(ids)
+    return checked, [int(b) for b in budgets]
+
+
+def _calls(prompts: list[list[int]], width_limit: int, prompts_per_call: int):
+    """(padded width, prompt indices) of each sample_batch call.
+
+    Prompts are sorted by length and cut into calls of prompts_per_call, so each call holds
+    prompts of similar lengths and is padded to the bucket of its longest one.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), prompts_per_call):
+        indices = order[start:start + prompts_per_call]
+        yield bucket_width(len(prompts[indices[-1]]), width_limit), indices
+
+
+def _left_padded(prompts: list[list[int]], width: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """int32[rows, width] left-padded tokens and int32[rows] lengths; spare rows repeat row 0."""
+    tokens = np.zeros((rows, width), np.int32)
+    lengths = np.zeros((rows,), np.int32)
+    for r in range(rows):
+        ids = prompts[r] if r < len(prompts) else prompts[0]
+        tokens[r, width - len(ids):] = ids
+        lengths[r] = len(ids)
+    return tokens, lengths
+
+
+def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]], *,
+             max_new_tokens: Union[int, Sequence[int]], temperature: float = 0.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, n: int = 1,
+             stop_tokens: Sequence[int] = (), seed: int = 0,
+             batch_size: int = DEFAULT_BATCH_SIZE, mesh: Optional[jax.sharding.Mesh] = None,
+             rules=None, progress: bool = False) -> Completions:
+    """Samples n completions for each of a list of prompts.
+
+    Args:
+      config, params: the model.
+      prompts: token-id lists (a chat template already applied), each non-empty.
+      max_new_tokens: the most tokens a completion may have: one int, or one per prompt.
+      temperature, top_k, top_p: temperature 0 is greedy; see `strategies.Strategy`.
+      n: completions per prompt; they share one prefill of the prompt.
+      stop_tokens: ids that end a completion (kept as its last token).
+      seed: the same seed and inputs give the same completions.
+      batch_size: the most completions (prompts × n) sampled in one call.
+      mesh, rules: run sharded (see `sampler.sample_batch`).
+      progress: show a progress bar over prompts.
+    Returns:
+      Completions, len(prompts) * n of them, prompt-major.
+    """
+    prompts, budgets = _validate_prompts(config, prompts, max_new_tokens)
+    longest = max(budgets)
+    # Validates n and the rest up front, before any compilation.
+    sampler.validate_settings(config, longest, n, Strategy(float(temperature), top_k, top_p),
+                              stop_tokens)
+    prompts_per_call = max(1, batch_size // n)
+    rng = jax.random.key(seed)
+    total = len(prompts) * n
+    tokens, logprobs, reasons = [None] * total, [None] * total, [None] * total
+    with tqdm.tqdm(total=len(prompts), desc="sample", unit="prompt", disable=not progress) as bar:
+        for call, (width, indices) in enumerate(
+                _calls(prompts, config.max_seq_len, prompts_per_call)):
+            rows = _batch_rows(len(indices), mesh)
+            batch, lengths = _left_padded([prompts[i] for i in indices], width, rows)
+            limits = np.ones((rows,), np.int32)  # Spare rows stop after one token.
+            limits[:len(indices)] = [budgets[i] for i in indices]
+            out = sampler.sample_batch(
+                config, params, batch, lengths, jax.random.fold_in(rng, call),
+                max_new_tokens=longest, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
+                stop_tokens=stop_tokens, token_limits=limits, mesh=mesh, rules=rules)
+            out = jax.device_get(out)
+            for row in range(len(indices) * n):
+                target = indices[row // n] * n + row % n
+                length = int(out.lengths[row])
+                tokens[target] = out.tokens[row, :length].tolist()
+                logprobs[target] = out.logprobs[row, :length].tolist()
+                reasons[target] = "stop" if out.finished_by_stop[row] else "length"
+            bar.update(len(indices))
+    return Completions(tokens=tokens, logprobs=logprobs, finish_reasons=reasons)

@@ -1,0 +1,312 @@
+"""The jitted sampler: one prefill per prompt, then a `while_loop` decode over an explicit KV cache.
+
+    prompts int32[B, P] (left-padded)
+      -> prefill: the prompt is run once, into a cache of P + max_new_tokens - 1 slots
+      -> the cache and the last-position logits are repeated n times (one prefill per group)
+      -> while any sequence is unfinished and the budget is not spent:
+             sample a token per row, record its logprob, feed it back through the cache
+      -> SampleOutput, rows prompt-major: the n completions of prompt 0 first.
+
+Left padding lets the whole batch share one cache write index (see `models.init_cache`): every
+row's last prompt token sits in column P - 1 and every row's t-th new token in slot P + t. Padding
+slots are marked invalid, so nothing attends to them, and positions count real tokens only, so a
+padded prompt is computed exactly as an unpadded one.
+
+Everything from prefill to the last token is one XLA program, so the cache never leaves the device
+and the loop updates it in place (a while_loop's carry is aliased from one iteration to the next,
+which is what donating it between separately jitted steps would buy). Parameters are arguments,
+never closed over: the GRPO trainer passes new ones every step without recompiling.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import models, sharding
+from r1jax.sampling import strategies
+from r1jax.sampling.strategies import Strategy
+
+
+@flax.struct.dataclass
+class SampleOutput:
+    """Completions, N = B * n rows, prompt-major.
+
+    Attributes:
+      tokens: int32[N, M] sampled tokens, 0 after the end of each completion.
+      logprobs: float32[N, M] log-probability of each sampled token under the raw model
+        distribution (temperature 1, no top-k/top-p), 0 where `mask` is False.
+      mask: bool[N, M] True for generated tokens, the stop token included.
+      lengths: int32[N] number of generated tokens (mask.sum(-1)).
+      finished_by_stop: bool[N] True when the completion ended with a stop token, False when it
+        ran out of budget.
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    mask: jax.Array
+    lengths: jax.Array
+    finished_by_stop: jax.Array
+
+
+class _DecodeState(NamedTuple):
+    """The while_loop carry: kept small, the [N, V] logits are recomputed, never carried."""
+
+    step: jax.Array          # int32[]: index of the token being sampled
+    last_token: jax.Array    # int32[N]: token sampled at step - 1
+    tokens: jax.Array        # int32[N, M]
+    logprobs: jax.Array      # float32[N, M]
+    lengths: jax.Array       # int32[N]
+    done: jax.Array          # bool[N]
+    stopped: jax.Array       # bool[N]
+    cache: dict
+
+
+def left_pad(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Rolls right-padded int32[B, P] rows so their lengths[b] real tokens end in column P - 1."""
+    p = tokens.shape[1]
+    source = (jnp.arange(p)[None, :] - (p - lengths)[:, None]) % p
+    return jnp.take_along_axis(tokens, source, axis=1)
+
+
+def prompt_positions(lengths: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+    """Positions and segment ids of left-padded prompts of int32[B] lengths in `width` columns.
+
+    Returns (positions int32[B, width]: 0..len-1 over the real tokens, 0 on padding;
+    segment_ids int32[B, width]: 1 on real tokens, 0 on padding).
+    """
+    columns = jnp.arange(width)[None, :]
+    offsets = (width - lengths)[:, None]
+    positions = jnp.maximum(columns - offsets, 0).astype(jnp.int32)
+    return positions, (columns >= offsets).astype(jnp.int32)
+
+
+def prefill(config: models.ModelConfig, params, tokens: jax.Array, lengths: jax.Array,
+            cache_len: int, cache_sharding=None) -> tuple[jax.Array, dict]:
+    """Runs left-padded prompts through a fresh cache.
+
+    tokens: int32[B, P]; lengths: int32[B] (>= 1). Returns (float32[B, V] logits of the token
+    after each prompt, cache with P slots filled and `index` = P).
+
+    Only the last column, a real token in every row, is projected onto the vocabulary: the
+    [B, P, V] projection would be most of a prefill's work.
+    """
+    b, p = tokens.shape
+    positions, segment_ids = prompt_positions(lengths, p)
+    cache = models.init_cache(config, b, cache_len)
+    if cache_sharding is not None:
+        cache = jax.lax.with_sharding_constraint(cache, cache_sharding)
+    logits, cache = models.forward(config, params, tokens, positions, segment_ids, cache,
+                                   logits_start=p - 1)
+    return logits[:, 0], cache
+
+
+def decode_step(config: models.ModelConfig, params, tokens: jax.Array, positions: jax.Array,
+                cache: dict) -> tuple[jax.Array, dict]:
+    """Feeds one token per row through the cache.
+
+    tokens, positions: int32[N]. Returns (float32[N, V] logits of the next token, new cache).
+    """
+    logits, cache = models.forward(config, params, tokens[:, None], positions[:, None], None, cache)
+    return logits[:, 0], cache
+
+
+def repeat_rows(tree, n: int):
+    """Repeats every row of a cache or batch n times, prompt-major (copies, no recompute)."""
+    if n == 1:
+        return tree
+
+    def repeat(x):
+        if x.ndim == 0:  # The shared write index.
+            return x
+        axis = 1 if x.ndim == 5 else 0  # k/v are [L, B, S, K, D]; everything else is batch-major.
+        return jnp.repeat(x, n, axis=axis)
+
+    return jax.tree.map(repeat, tree)
+
+
+def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: Strategy,
+            stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
+    """Samples step `state.step`'s token from float32[N, V] logits and books it."""
+    token = strategies.sample(logits, jax.random.fold_in(rng, state.step), strategy)
+    logprob = strategies.token_logprobs(logits, token)
+    active = ~state.done
+    token = jnp.where(active, token, 0)
+    logprob = jnp.where(active, logprob, 0.0)
+    stopped = active & jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
+    lengths = state.lengths + active.astype(jnp.int32)
+    return state._replace(
+        step=state.step + 1,
+        last_token=token,
+        tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, token[:, None], state.step, 1),
+        logprobs=jax.lax.dynamic_update_slice_in_dim(state.logprobs, logprob[:, None], state.step,
+                                                     1),
+        lengths=lengths,
+        done=state.done | stopped | (lengths >= limits),
+        stopped=state.stopped | stopped)
+
+
+def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, config,
+                  max_new_tokens, n, strategy, stop_tokens, right_padded, cache_shardings):
+    """The traced body of `sample_batch` (see there); static settings are keywords.
+
+    cache_shardings: None, or (batch, cache_len) -> the cache's shardings on the mesh.
+    """
+    if right_padded:
+        prompt_tokens = left_pad(prompt_tokens, prompt_lengths)
+    b, p = prompt_tokens.shape
+    cache_len = p + max_new_tokens - 1  # The last sampled token is never fed back.
+    logits, cache = prefill(config, params, prompt_tokens, prompt_lengths, cache_len,
+                            None if cache_shardings is None else cache_shardings(b, cache_len))
+    logits, cache = repeat_rows((logits, cache), n)
+    if cache_shardings is not None:
+        cache = jax.lax.with_sharding_constraint(cache, cache_shardings(b * n, cache_len))
+    lengths, limits = repeat_rows((prompt_lengths, token_limits), n)
+    stop_array = jnp.asarray(stop_tokens if stop_tokens else (-1,), jnp.int32)
+    rows = b * n
+    state = _DecodeState(
+        step=jnp.zeros((), jnp.int32), last_token=jnp.zeros((rows,), jnp.int32),
+        tokens=jnp.zeros((rows, max_new_tokens), jnp.int32),
+        logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
+        lengths=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool),
+        stopped=jnp.zeros((rows,), bool), cache=cache)
+    record = functools.partial(_record, rng=rng, strategy=strategy, stop_tokens=stop_array,
+                               limits=limits)
+    state = record(state, logits)
+
+    def unfinished(state):
+        return (state.step < max_new_tokens) & ~jnp.all(state.done)
+
+    def step(state):
+        # The token sampled at step - 1 sits at position prompt_len + step - 1 of its sequence.
+        logits, cache = decode_step(config, params, state.last_token, lengths + state.step - 1,
+                                    state.cache)
+        return record(state._replace(cache=cache), logits)
+
+    state = jax.lax.while_loop(unfinished, step, state)
+    mask = jnp.arange(max_new_tokens)[None, :] < state.lengths[:, None]
+    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=mask,
+                        lengths=state.lengths, finished_by_stop=state.stopped)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(config, max_new_tokens, n, strategy, stop_tokens, right_padded, mesh, rules):
+    """One jitted sampler per static setting; jax.jit then keeps one executable per shape."""
+    body = functools.partial(
+        _sample_batch, config=config, max_new_tokens=max_new_tokens, n=n, strategy=strategy,
+        stop_tokens=stop_tokens, right_padded=right_padded,
+        cache_shardings=None if mesh is None else functools.partial(
+            sharding.cache_shardings, config, mesh, rules))
+    if mesh is None:
+        return jax.jit(body)
+    rows = sharding.batch_sharding(mesh, 1)
+    in_shardings = (sharding.param_shardings(config, mesh, rules), sharding.batch_sharding(mesh, 2),
+                    rows, rows, sharding.replicated(mesh))
+    return sharding.sharded_jit(body, mesh, rules, in_shardings=in_shardings, out_shardings=None)
+
+
+def _host_value(x) -> Optional[np.ndarray]:
+    """x as a numpy array when it is known on this host (not traced, not split across hosts)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return None
+    return np.asarray(x)
+
+
+def validate_settings(config: models.ModelConfig, max_new_tokens: int, n: int, strategy: Strategy,
+                      stop_tokens) -> tuple[int, ...]:
+    """Raises ValueError on bad static settings; returns stop_tokens as a sorted tuple of ints."""
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}.")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (completions per prompt) must be an int >= 1, got {n!r}.")
+    strategy.validate(config.vocab_size)
+    stop_tokens = tuple(sorted({int(t) for t in stop_tokens}))
+    outside = [t for t in stop_tokens if not 0 <= t < config.vocab_size]
+    if outside:
+        raise ValueError(f"Stop tokens {outside} lie outside the vocabulary "
+                         f"[0, {config.vocab_size}).")
+    return stop_tokens
+
+
+def _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new_tokens, mesh):
+    """Clear errors for bad batch inputs, before they become shape errors deep inside XLA.
+
+    Values are checked when this host knows them; traced or multi-host inputs only get their
+    shapes checked.
+    """
+    shape = np.shape(prompt_tokens)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"prompt_tokens must be int32[B, P] with B, P >= 1; got shape {shape}.")
+    b, p = shape
+    for name, value in (("prompt_lengths", prompt_lengths), ("token_limits", token_limits)):
+        if value is not None and np.shape(value) != (b,):
+            raise ValueError(f"{name} has shape {np.shape(value)}; expected ({b},), one per prompt.")
+    if mesh is not None:
+        shards = math.prod(mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES)
+        if b % shards:
+            raise ValueError(f"The batch ({b} prompts) must divide evenly over the mesh's batch "
+                             f"axes {sharding.BATCH_AXES} ({shards} shards).")
+    tokens, lengths = _host_value(prompt_tokens), _host_value(prompt_lengths)
+    if tokens is not None and (tokens.min() < 0 or tokens.max() >= config.vocab_size):
+        raise ValueError(f"Prompt token ids must lie in [0, {config.vocab_size}) (the "
+                         f"vocabulary); got ids from {tokens.min()} to {tokens.max()}.")
+    if lengths is not None and (lengths.min() < 1 or lengths.max() > p):
+        raise ValueError(f"Every prompt length must lie in [1, {p}] (the prompt width); an empty "
+                         f"prompt gives the model nothing to condition on. Got {lengths.tolist()}.")
+    limits = np.full((b,), max_new_tokens) if token_limits is None else _host_value(token_limits)
+    if limits is not None and (limits.min() < 1 or limits.max() > max_new_tokens):
+        raise ValueError(f"token_limits must lie in [1, max_new_tokens={max_new_tokens}]; got "
+                         f"{limits.tolist()}.")
+    if lengths is not None and limits is not None:
+        longest = int((lengths + limits).max())
+        if longest > config.max_seq_len:
+            raise ValueError(f"A prompt plus its completion budget needs {longest} positions, more "
+                             f"than the model's context (config.max_seq_len={config.max_seq_len}).")
+
+
+def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
+                 prompt_lengths: jax.Array, rng: jax.Array, *, max_new_tokens: int, n: int = 1,
+                 temperature: float = 0.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, stop_tokens: Sequence[int] = (),
+                 token_limits: Optional[jax.Array] = None, padding: str = "left",
+                 mesh: Optional[jax.sharding.Mesh] = None, rules=None) -> SampleOutput:
+    """Samples n completions for each prompt of a fixed-shape batch, in one jitted call.
+
+    Compiled once per (static settings, B, P): call it with the same shapes every step.
+
+    Args:
+      config, params: the model; params are an argument of the compiled function, so new ones
+        (every training step) do not recompile it.
+      prompt_tokens: int32[B, P], padded on the side `padding` ("left" or "right") names.
+      prompt_lengths: int32[B], each in [1, P].
+      rng: a jax.random key; the same key gives the same samples.
+      max_new_tokens: completion buffer length M, the longest any completion can be.
+      n: completions per prompt (GRPO's group size); they share the prompt's prefill.
+      temperature, top_k, top_p: see `strategies.Strategy`; temperature 0 is greedy.
+      stop_tokens: token ids that end a completion (the stop token is kept and masked in).
+      token_limits: int32[B] per-prompt budgets in [1, M] (None: M for all).
+      mesh, rules: shard the batch over the mesh's ("data", "fsdp") axes, the model and the
+        cache as `rules` say (default `sharding.DEFAULT_RULES`); no mesh: default placement.
+    Returns:
+      SampleOutput with B * n rows, the n completions of prompt 0 first. Logprobs are under the
+      raw model (temperature 1, untruncated), whatever temperature/top-k/top-p sampled.
+    """
+    if padding not in ("left", "right"):
+        raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")
+    strategy = Strategy(float(temperature), top_k, top_p)
+    stop_tokens = validate_settings(config, max_new_tokens, n, strategy, stop_tokens)
+    _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new_tokens, mesh)
+    if mesh is not None:
+        rules = sharding.validate_rules(sharding.DEFAULT_RULES if rules is None else rules, mesh)
+    if token_limits is None:
+        token_limits = np.full((np.shape(prompt_tokens)[0],), max_new_tokens, np.int32)
+    fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, padding == "right",
+                   mesh, rules)
+    return fn(params, prompt_tokens, prompt_lengths, token_limits, rng)

@@ -1,0 +1,94 @@
+"""The training binary across two processes on localhost matches one process with as many devices.
+
+Two `python -m launch.train` processes with one CPU device each join through r1jax/distributed.py
+(R1JAX_COORDINATOR / R1JAX_NUM_PROCESSES / R1JAX_PROCESS_ID, a local coordinator) into one
+2-device mesh; one process with two fake devices runs the same mesh alone. Both train the tiny
+cold-start SFT config; the losses in metrics.jsonl (written by process 0 only) must agree to 1e-5.
+SFT, not GRPO: GRPO's sampling does not run across processes yet.
+"""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from configs import cold_start_sft
+from r1jax.train import prompts
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TIMEOUT_S = 240  # An idle 2-core machine needs ~60 s for all three processes together.
+NUM_STEPS = 3
+DISTRIBUTED_ENV = ("R1JAX_COORDINATOR", "R1JAX_NUM_PROCESSES", "R1JAX_PROCESS_ID",
+                   "R1JAX_DISTRIBUTED")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(workdir: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
+    return [sys.executable, "-m", "launch.train", "--config=configs/cold_start_sft.py:tiny",
+            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+            f"--config.train.num_steps={NUM_STEPS}", f"--config.train.eval_every={NUM_STEPS}",
+            "--config.eval.num_problems=0"]  # sampling-based evaluation is single-process
+
+
+def environment(devices: int, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def prepare_data(data_dir: pathlib.Path):
+    """Writes the data set once, so the three processes only read it (no racing writers)."""
+    config = cold_start_sft.get_config("tiny")
+    config.data.data_dir = str(data_dir)
+    for split in (config.data.train_split, config.data.eval_split):
+        prompts.open_split(config.data, split)
+
+
+def run_all(commands: list[tuple[list[str], dict]]):
+    """Runs the processes concurrently, killing all of them on a timeout; fails on any error."""
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for cmd, env in commands]
+    try:
+        logs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, f"{p.args} failed (rc={p.returncode}):\n{log[-4000:]}"
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict]:
+    with open(workdir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_two_processes_train_like_one(tmp_path):
+    data_dir = tmp_path / "data"
+    prepare_data(data_dir)
+    one, two = tmp_path / "one_process", tmp_path / "two_processes"
+    coordinator = f"127.0.0.1:{free_port()}"
+    run_all([(train_command(one, data_dir), environment(devices=2))] + [
+        (train_command(two, data_dir),
+         environment(devices=1, R1JAX_COORDINATOR=coordinator, R1JAX_NUM_PROCESSES="2",
+                     R1JAX_PROCESS_ID=str(i))) for i in range(2)])
+
+    single, multi = read_metrics(one), read_metrics(two)
+    # Process 0 alone writes: one line per step, none duplicated by process 1.
+    assert [m["step"] for m in multi] == [m["step"] for m in single] == list(range(NUM_STEPS + 1))
+    for a, b in zip(single, multi):
+        for key in ("loss", "eval_loss"):
+            if key in a:
+                np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-5,
+                                           err_msg=f"{key} at step {a['step']}")
+    assert (two / "checkpoints" / str(NUM_STEPS)).is_dir()
