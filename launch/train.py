@@ -11,6 +11,8 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from r1jax import distributed
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
@@ -24,6 +26,7 @@ def main(argv):
     # r1jax's own progress at INFO; the libraries' (orbax, tfds) chatter only when it matters.
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("r1jax").setLevel(logging.INFO)
+    distributed.maybe_initialize()  # Before any other JAX call: pods and multi-host GPU jobs.
     config = _CONFIG.value
     if config.stage not in STAGES:
         raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}.")

@@ -117,8 +117,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if held_out is None:
             return {}
         n = min(sc.eval_rows, len(held_out["inputs"])) // sc.batch_size * sc.batch_size
+        local = sc.batch_size // jax.process_count()  # each process feeds its own rows
+        offset = jax.process_index() * local
         sums = [np.asarray(loss_sums(state.params, state.to_device(
-            {k: v[i:i + sc.batch_size] for k, v in held_out.items()})))
+            {k: v[i + offset:i + offset + local] for k, v in held_out.items()})))
             for i in range(0, n, sc.batch_size)]
         total = np.sum(sums, axis=0)
         return {"eval_loss": float(total[0] / max(total[1], 1.0))}
