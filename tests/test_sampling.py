@@ -222,6 +222,15 @@ def _frequencies(logits, strategy, draws=40_000, seed=0):
     return np.bincount(tokens, minlength=len(logits)) / draws
 
 
+def test_argmax_matches_jnp_argmax_and_categorical():
+    logits = jax.random.normal(jax.random.key(0), (64, 1000))
+    logits = logits.at[3, [10, 20]].set(9.0)  # A tie: the first index wins, as in jnp.argmax.
+    np.testing.assert_array_equal(strategies.argmax(logits), jnp.argmax(logits, axis=-1))
+    strategy = strategies.Strategy(temperature=1.0)
+    np.testing.assert_array_equal(strategies.sample(logits, jax.random.key(1), strategy),
+                                  jax.random.categorical(jax.random.key(1), logits))
+
+
 FIXED_LOGITS = [2.0, 1.5, 1.0, 0.8, 0.0, -0.5, -1.0, -3.0]
 
 

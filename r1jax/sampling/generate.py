@@ -1,8 +1,8 @@
 """`generate`: the list-in, list-out sampler for evaluation, rejection sampling and scripts.
 
-Prompts are sorted by length and cut into batches; each batch is padded to a power-of-two width
-(the bucket of its longest prompt) and a power-of-two row count, so a run over thousands of
-prompts of every length compiles only a handful of `sample_batch` programs.
+Prompts are sorted by length and cut into batches; each batch is padded to a bucketed width
+(see `bucket_width`, from its longest prompt) and a power-of-two row count, so a run over
+thousands of prompts of every length compiles only a handful of `sample_batch` programs.
 """
 from __future__ import annotations
 
@@ -38,12 +38,17 @@ class Completions:
 
 
 def bucket_width(length: int, limit: int) -> int:
-    """The padded width of a prompt of `length` tokens: a power of two >= MIN_BUCKET, or limit.
+    """The padded width of a prompt of `length` tokens, at most `limit`.
 
-    Padding only costs cache memory and prefill work: positions count real tokens, so a wide
-    bucket never pushes a sequence past the model's context.
+    Widths are powers of two and three quarters of them (16, 24, 32, 48, 64, 96, ...), at least
+    MIN_BUCKET: two compilations per doubling of prompt length, and at most a third of a prefill
+    spent on padding. Padding only costs cache memory and prefill work: positions count real
+    tokens, so a wide bucket never pushes a sequence past the model's context.
     """
-    return min(max(MIN_BUCKET, 1 << (length - 1).bit_length()), limit)
+    width = max(MIN_BUCKET, 1 << (length - 1).bit_length())
+    if length <= width * 3 // 4 and width * 3 // 4 >= MIN_BUCKET:
+        width = width * 3 // 4
+    return min(width, limit)
 
 
 def _batch_rows(count: int, mesh) -> int:
