@@ -62,6 +62,16 @@ def chat_prompts(tokenizer, count: int) -> list[list[int]]:
     return [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def timed(fn):
     """(result, wall seconds, CPU seconds of this process)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -108,7 +118,8 @@ def compare(ours, reference) -> dict:
 
 
 def summary(walls, cpus, tokens) -> dict:
-    return {"tokens_per_s": tokens / min(walls), "tokens_per_s_median": tokens / statistics.median(walls),
+    return {"tokens_per_s": tokens / min(walls),
+            "tokens_per_s_median": tokens / statistics.median(walls),
             "seconds": walls, "cpu_seconds_per_token": min(cpus) / tokens}
 
 
@@ -130,14 +141,16 @@ def main(_):
     references = {}
     for round_ in range(_ROUNDS.value):
         ours, wall, cpu = timed(lambda: r1jax_generate(config, params, prompts, new_tokens))
-        ours_walls.append(wall), ours_cpus.append(cpu)
+        ours_walls.append(wall)
+        ours_cpus.append(cpu)
         print(f"round {round_}: r1jax {batch * new_tokens / wall:.1f} tok/s", flush=True)
         for t in threads:
             references[t], wall, cpu = timed(
                     lambda: transformers_generate(model, prompts, new_tokens, t))
-            peer[t][0].append(wall), peer[t][1].append(cpu)
-            print(f"round {round_}: transformers ({t} threads) {batch * new_tokens / wall:.1f} tok/s",
-                  flush=True)
+            peer[t][0].append(wall)
+            peer[t][1].append(cpu)
+            print(f"round {round_}: transformers ({t} threads) "
+                  f"{batch * new_tokens / wall:.1f} tok/s", flush=True)
 
     tokens = batch * new_tokens
     r1 = summary(ours_walls, ours_cpus, tokens)
@@ -149,8 +162,7 @@ def main(_):
             "benchmark": "sampling", "model": os.path.basename(path), "dtype": "float32",
             "batch": batch, "new_tokens": new_tokens, "decoding": "greedy, no stop token",
             "prompt_lengths": [len(p) for p in prompts],
-            "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-                      f"({jax.devices()[0].device_kind})",
+            "device": f"cpu: {cpu_name()}, {os.cpu_count()} cores ({jax.devices()[0].device_kind})",
             "load_average_before_after": [load_before[0], os.getloadavg()[0]],
             "versions": {"jax": jax.__version__, "torch": __import__("torch").__version__,
                          "transformers": __import__("transformers").__version__},
@@ -158,10 +170,12 @@ def main(_):
             "transformers": {f"{t}_threads": peers[t] for t in threads},
             "transformers_best_threads": best,
             "speedup": r1["tokens_per_s"] / peers[best]["tokens_per_s"],
-            "speedup_cpu_seconds": peers[best]["cpu_seconds_per_token"] / r1["cpu_seconds_per_token"],
+            "speedup_cpu_seconds": (peers[best]["cpu_seconds_per_token"]
+                                    / r1["cpu_seconds_per_token"]),
             "same_outputs": agreement,
     }
-    print(f"r1jax:        {r1['tokens_per_s']:.1f} tok/s (compile + first run {compile_seconds:.1f} s)")
+    print(f"r1jax:        {r1['tokens_per_s']:.1f} tok/s "
+          f"(compile + first run {compile_seconds:.1f} s)")
     for t in threads:
         print(f"transformers: {peers[t]['tokens_per_s']:.1f} tok/s with {t} threads")
     print(f"speedup: {result['speedup']:.2f}x (CPU-seconds per token: "

@@ -25,15 +25,23 @@ from r1jax import checkpoint, models, rewards
 from r1jax.data import builders, jsonl
 from r1jax.eval import evaluate as evaluation
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/eval.py:<variant>.")
-_MODEL = flags.DEFINE_string("model", None, "HF model directory, .gguf file, r1jax workdir or checkpoint.",
-                             required=True)
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Tokenizer (HF directory or .gguf); default: --model. "
-                                 "Required for an r1jax workdir or checkpoint.")
-_DATA = flags.DEFINE_string("data", None, "A .jsonl file, or a prepared data set's name.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of prepared data sets (when --data is a name).")
-_SPLIT = flags.DEFINE_string("split", "test", "Split of a prepared data set.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where summary.json and problems.jsonl go.", required=True)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The binary's flags; defined only when it runs, so that tests can import this module
+    beside other binaries that define --model and --output_dir too."""
+    config_flags.DEFINE_config_file("config", None, "configs/eval.py:<variant>.")
+    flags.DEFINE_string("model", None, "HF model directory, .gguf file, r1jax workdir or "
+                        "checkpoint.")
+    flags.DEFINE_string("tokenizer", None, "Tokenizer (HF directory or .gguf); default: --model. "
+                        "Required for an r1jax workdir or checkpoint.")
+    flags.DEFINE_string("data", None, "A .jsonl file, or a prepared data set's name.")
+    flags.DEFINE_string("data_dir", None, "Directory of prepared data sets (when --data is a "
+                        "name).")
+    flags.DEFINE_string("split", "test", "Split of a prepared data set.")
+    flags.DEFINE_string("output_dir", None, "Where summary.json and problems.jsonl go.")
+    flags.mark_flags_as_required(["model", "data", "output_dir"])
 
 
 # The r1jax.data.jsonl record kind of a JSONL file's lines, per reward; math for the others.
@@ -123,22 +131,23 @@ def write_results(output_dir: str, summary: dict, per_problem: list[dict]) -> No
 
 def main(argv):
     del argv
-    config = _CONFIG.value
+    config = FLAGS.config
     if config is None:
         sys.exit("error: pass --config=configs/eval.py:<variant> (greedy, r1 or tiny)")
     try:
         # The data first: a bad file should not cost a model load.
-        problems = load_problems(_DATA.value, config.reward, _DATA_DIR.value, _SPLIT.value)
-        model_config, params, tokenizer, step = load_model(_MODEL.value, _TOKENIZER.value)
+        problems = load_problems(FLAGS.data, config.reward, FLAGS.data_dir, FLAGS.split)
+        model_config, params, tokenizer, step = load_model(FLAGS.model, FLAGS.tokenizer)
     except (ValueError, OSError) as e:  # The user's paths or files: the message says what and where.
         sys.exit(f"error: {e}")
     summary, per_problem = evaluation.evaluate_with_config(model_config, params, tokenizer, problems, config)
-    summary = {**summary, "model": _MODEL.value, "checkpoint_step": step, "data": _DATA.value,
+    summary = {**summary, "model": FLAGS.model, "checkpoint_step": step, "data": FLAGS.data,
                "config": config.to_dict()}
-    write_results(_OUTPUT_DIR.value, summary, per_problem)
+    write_results(FLAGS.output_dir, summary, per_problem)
     print(format_table(summary))
-    print(f"wrote {os.path.join(_OUTPUT_DIR.value, 'summary.json')} and problems.jsonl")
+    print(f"wrote {os.path.join(FLAGS.output_dir, 'summary.json')} and problems.jsonl")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

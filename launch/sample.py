@@ -27,23 +27,29 @@ from r1jax import models, sampling
 from r1jax.data import templates
 from r1jax.eval import evaluate
 
-_MODEL = flags.DEFINE_string("model", None, "HF model directory or .gguf file.", required=True)
-_PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
-_PROMPTS = flags.DEFINE_string("prompts", None, "A .jsonl file ('question' or 'prompt' per line) "
-                               "or a text file (one prompt per line).")
-_OUTPUT = flags.DEFINE_string("output", None, "The JSONL file to write; '-' for stdout.",
-                              required=True)
-_TEMPLATE = flags.DEFINE_string("template", "chat", f"One of {templates.TEMPLATE_NAMES} or a format "
-                                "string with '{question}' (see r1jax/data/templates.py).")
-_SYSTEM = flags.DEFINE_string("system", None, "System prompt (chat templates only).")
-_N = flags.DEFINE_integer("n", 1, "Completions per prompt.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Most tokens per completion.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed; chunk i uses seed + i.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Completions sampled together (prompts × n).")
-_DTYPE = flags.DEFINE_string("dtype", None, "Compute dtype override, e.g. bfloat16 on accelerators.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The binary's flags; defined only when it runs, so that tests can import this module
+    beside other binaries that define --model and --output too."""
+    flags.DEFINE_string("model", None, "HF model directory or .gguf file.")
+    flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
+    flags.DEFINE_string("prompts", None, "A .jsonl file ('question' or 'prompt' per line) or a "
+                        "text file (one prompt per line).")
+    flags.DEFINE_string("output", None, "The JSONL file to write; '-' for stdout.")
+    flags.DEFINE_string("template", "chat", f"One of {templates.TEMPLATE_NAMES} or a format string "
+                        "with '{question}' (see r1jax/data/templates.py).")
+    flags.DEFINE_string("system", None, "System prompt (chat templates only).")
+    flags.DEFINE_integer("n", 1, "Completions per prompt.")
+    flags.DEFINE_integer("max_new_tokens", 256, "Most tokens per completion.")
+    flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
+    flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+    flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed; chunk i uses seed + i.")
+    flags.DEFINE_integer("batch_size", 64, "Completions sampled together (prompts × n).")
+    flags.DEFINE_string("dtype", None, "Compute dtype override, e.g. bfloat16 on accelerators.")
+    flags.mark_flags_as_required(["model", "output"])
 
 
 def read_prompts(path: str | None, inline: list[str]) -> list[dict]:
@@ -92,25 +98,25 @@ def completion_lines(records: list[dict], out: sampling.Completions, tokenizer, 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    records = read_prompts(_PROMPTS.value, _PROMPT.value)
-    overrides = {"dtype": _DTYPE.value} if _DTYPE.value else {}
-    config, params = models.load_pretrained(_MODEL.value, **overrides)
-    tokenizer = models.load_tokenizer(_MODEL.value)
-    inputs = [evaluate.model_input(tokenizer, _TEMPLATE.value, r["question"], _SYSTEM.value)[1]
+    records = read_prompts(FLAGS.prompts, FLAGS.prompt)
+    overrides = {"dtype": FLAGS.dtype} if FLAGS.dtype else {}
+    config, params = models.load_pretrained(FLAGS.model, **overrides)
+    tokenizer = models.load_tokenizer(FLAGS.model)
+    inputs = [evaluate.model_input(tokenizer, FLAGS.template, r["question"], FLAGS.system)[1]
               for r in records]
-    n = _N.value
-    per_chunk = max(1, _BATCH_SIZE.value // max(n, 1))
-    output = sys.stdout if _OUTPUT.value == "-" else open(_OUTPUT.value, "w")
+    n, stops = FLAGS.n, evaluate.stop_tokens(tokenizer)
+    per_chunk = max(1, FLAGS.batch_size // max(n, 1))
+    output = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w")
     try:
         with tqdm.tqdm(total=len(records), unit="prompt", desc="sample",
-                       disable=_OUTPUT.value == "-") as bar:
+                       disable=FLAGS.output == "-") as bar:
             for chunk, start in enumerate(range(0, len(records), per_chunk)):
                 out = sampling.generate(
                         config, params, inputs[start:start + per_chunk],
-                        max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
-                        top_k=_TOP_K.value or None, top_p=_TOP_P.value if _TOP_P.value < 1 else None,
-                        n=n, stop_tokens=evaluate.stop_tokens(tokenizer), seed=_SEED.value + chunk,
-                        batch_size=_BATCH_SIZE.value)
+                        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+                        top_k=FLAGS.top_k or None, top_p=FLAGS.top_p if FLAGS.top_p < 1 else None,
+                        n=n, stop_tokens=stops, seed=FLAGS.seed + chunk,
+                        batch_size=FLAGS.batch_size)
                 for line in completion_lines(records[start:start + per_chunk], out, tokenizer, n):
                     output.write(json.dumps(line) + "\n")
                 output.flush()
@@ -121,4 +127,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

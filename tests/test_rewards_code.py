@@ -162,7 +162,7 @@ def test_hostile_suite(sandbox, tmp_path, monkeypatch):
                 os.remove(stray)
 
     assert dict(zip(cases, scores)) == dict.fromkeys(cases, 0.0)
-    assert elapsed < TIMEOUT_S + 6, elapsed  # All ran in parallel, each within its limits.
+    assert elapsed < TIMEOUT_S + 10, elapsed  # All ran in parallel, each within its limits.
     assert not accepted, "a sandboxed program reached the parent's server"
     assert os.environ["R1JAX_TEST_SECRET"] == secret
     marker = f"escape_{secret}"

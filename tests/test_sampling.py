@@ -231,6 +231,33 @@ def test_argmax_matches_jnp_argmax_and_categorical():
                                   jax.random.categorical(jax.random.key(1), logits))
 
 
+def _kept_by_sorting(row, k, p):
+    """bool[V]: the tokens top-k then top-p keep, by sorting (ties with the last kept are kept)."""
+    kept = np.isfinite(row)
+    ranked = -np.sort(-row)
+    if k is not None:
+        kept &= row >= ranked[k - 1]
+    if p is not None:
+        ranked = -np.sort(-np.where(kept, row, -np.inf))
+        probs = np.exp(ranked - ranked[0])
+        probs /= probs.sum()
+        mass_above = np.cumsum(probs) - probs
+        kept &= row >= ranked[mass_above < p].min()
+    return kept
+
+
+@pytest.mark.parametrize("k,p", [(1, None), (7, None), (300, None), (None, 0.3), (None, 0.9),
+                                 (None, 0.999), (50, 0.8)])
+def test_top_k_top_p_keep_what_sorting_keeps(k, p):
+    """The threshold searches keep exactly the tokens a full sort would (ties and -inf included)."""
+    logits = np.array(jax.random.normal(jax.random.key(3), (8, 1000)) * 3)
+    logits[0, :5] = 9.0  # Ties at the top.
+    logits[1, 100:] = -np.inf  # Only 100 candidates.
+    ours = strategies.sampling_logits(jnp.asarray(logits), strategies.Strategy(1.0, k, p))
+    for row, kept in zip(logits, np.isfinite(np.asarray(ours))):
+        np.testing.assert_array_equal(kept, _kept_by_sorting(row, k, p))
+
+
 FIXED_LOGITS = [2.0, 1.5, 1.0, 0.8, 0.0, -0.5, -1.0, -3.0]
 
 

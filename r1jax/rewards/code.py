@@ -19,7 +19,8 @@ What the sandbox does (one child process per run, `run_many` runs them on a thre
   RLIMIT_NPROC then holds a fork bomb (root ignores it), the program cannot signal, ptrace or
   read the environment of other users' processes, and cannot write where only root can;
   afterwards every process of that uid is killed (`kill -9 -1` as that uid), daemons included;
-- limits: wall clock (`timeout_s`, whole run), RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE,
+- limits: wall clock (`timeout_s`, from when the sandbox is set up and the program starts to the
+  end of the tests), RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE,
   RLIMIT_NPROC, no core files; stdout + stderr + results over `max_output_bytes` kill the run;
   a killed run's process group and PID namespace die with it;
 - a fresh working directory (HOME and TMPDIR too), an environment of PATH and LANG only,
@@ -79,11 +80,13 @@ NAMESPACE_WORKDIR = "/tmp/work"  # Inside the private tmpfs.
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL)
 _EXIT_GRACE_S = 0.2  # After the child exits: time for output still in flight.
+SETUP_TIMEOUT_S = 60.0  # Interpreter start and sandbox set-up, before the program's clock starts.
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Per-run limits. Sizes in MiB; the CPU limit defaults to the wall-clock one."""
+    """Per-run limits. Sizes in MiB; the CPU limit defaults to the wall-clock one plus a second
+    for the interpreter's start-up, which the CPU clock counts and the wall clock does not."""
     timeout_s: float = 10.0
     cpu_s: int | None = None
     memory_mb: int = 1024
@@ -94,7 +97,7 @@ class Limits:
 
     def for_child(self) -> dict:
         """The limits the child sets on itself (sandbox_child._set_limits)."""
-        return dict(cpu_s=self.cpu_s or math.ceil(self.timeout_s), memory_mb=self.memory_mb,
+        return dict(cpu_s=self.cpu_s or math.ceil(self.timeout_s) + 1, memory_mb=self.memory_mb,
                     file_size_mb=self.file_size_mb, max_processes=self.max_processes,
                     disk_mb=self.disk_mb)
 
@@ -170,15 +173,20 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
     return tuple(os.path.realpath(p) for p in json.loads(out.stdout))
 
 
-def _collect(proc: subprocess.Popen, fds: dict[str, int], deadline: float,
-             max_bytes: int) -> tuple[dict[str, bytes], str | None]:
+def _collect(proc: subprocess.Popen, fds: dict[str, int], ready: bytes, limits: Limits
+             ) -> tuple[dict[str, bytes], str | None]:
     """Reads the child's pipes until they close or a limit is hit.
+
+    The wall clock (`limits.timeout_s`) starts when the child writes `ready` on its results
+    pipe: starting the interpreter and setting up the sandbox can take seconds on a loaded
+    host, and that is no fault of the program. Setting up gets SETUP_TIMEOUT_S of its own.
 
     Returns:
       ({name: bytes read}, None | "timeout" | "output_limit").
     """
     buffers = {name: bytearray() for name in fds}
     total = 0
+    deadline, started = time.monotonic() + SETUP_TIMEOUT_S, False
     with selectors.DefaultSelector() as selector:
         for name, fd in fds.items():
             selector.register(fd, selectors.EVENT_READ, name)
@@ -187,16 +195,19 @@ def _collect(proc: subprocess.Popen, fds: dict[str, int], deadline: float,
                 deadline = min(deadline, time.monotonic() + _EXIT_GRACE_S)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return {k: bytes(v) for k, v in buffers.items()}, ("timeout" if proc.poll() is None else None)
+                stopped = started and proc.poll() is None
+                return {k: bytes(v) for k, v in buffers.items()}, ("timeout" if stopped else None)
             for key, _ in selector.select(min(remaining, 0.05)):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     selector.unregister(key.fd)
                     continue
                 total += len(chunk)
-                if total > max_bytes:
+                if total > limits.max_output_bytes:
                     return {k: bytes(v) for k, v in buffers.items()}, "output_limit"
                 buffers[key.data] += chunk
+                if not started and key.data == "results" and ready in buffers["results"]:
+                    started, deadline = True, time.monotonic() + limits.timeout_s
     return {k: bytes(v) for k, v in buffers.items()}, None
 
 
@@ -256,7 +267,6 @@ def _execute(command: list[str], job: dict, limits: Limits, uid: int | None,
     Returns:
       (exit code, {"stdout", "stderr", "results": bytes}, stop reason (see _collect)).
     """
-    deadline = time.monotonic() + limits.timeout_s
     try:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, bufsize=0, pass_fds=(write_fd,), env=ENV,
@@ -266,7 +276,7 @@ def _execute(command: list[str], job: dict, limits: Limits, uid: int | None,
     try:
         _send(proc, json.dumps(job).encode())
         fds = {"stdout": proc.stdout.fileno(), "stderr": proc.stderr.fileno(), "results": read_fd}
-        out, reason = _collect(proc, fds, deadline, limits.max_output_bytes)
+        out, reason = _collect(proc, fds, f"{job['nonce']} ready\n".encode(), limits)
     finally:
         _end(proc, uid)
         proc.stdout.close()

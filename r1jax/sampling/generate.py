@@ -52,7 +52,7 @@ def bucket_width(length: int, limit: int) -> int:
 
 
 def _batch_rows(count: int, mesh) -> int:
-    """Rows for a call with `count` prompts: a power of two, a multiple of the mesh's batch shards."""
+    """Rows for a call of `count` prompts: a power of two, a multiple of the mesh's batch shards."""
     rows = 1 << (count - 1).bit_length()
     if mesh is not None:
         shards = int(np.prod([mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES]))
@@ -67,13 +67,15 @@ def _validate_prompts(config: models.ModelConfig, prompts,
     Raises ValueError naming the first bad prompt.
     """
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
-        raise ValueError("prompts must be a non-empty list of token-id lists (tokenize text first).")
+        raise ValueError("prompts must be a non-empty list of token-id lists (tokenize text "
+                         "first).")
     if isinstance(max_new_tokens, (int, np.integer)):
         budgets = [max_new_tokens] * len(prompts)
     else:
         budgets = list(max_new_tokens)
         if len(budgets) != len(prompts):
-            raise ValueError(f"max_new_tokens has {len(budgets)} entries for {len(prompts)} prompts.")
+            raise ValueError(f"max_new_tokens has {len(budgets)} entries for {len(prompts)} "
+                             "prompts.")
     if any(not isinstance(b, (int, np.integer)) or b < 1 for b in budgets):
         raise ValueError(f"max_new_tokens must be ints >= 1, got {max_new_tokens!r}.")
     checked = []

@@ -124,7 +124,7 @@ def repeat_rows(tree, n: int):
     def repeat(x):
         if x.ndim == 0:  # The shared write index.
             return x
-        axis = 1 if x.ndim == 5 else 0  # k/v are [L, B, S, K, D]; everything else is batch-major.
+        axis = 1 if x.ndim == 5 else 0  # k/v are [L, B, ...]; everything else is batch-major.
         return jnp.repeat(x, n, axis=axis)
 
     return jax.tree.map(repeat, tree)
@@ -247,7 +247,8 @@ def _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new
     b, p = shape
     for name, value in (("prompt_lengths", prompt_lengths), ("token_limits", token_limits)):
         if value is not None and np.shape(value) != (b,):
-            raise ValueError(f"{name} has shape {np.shape(value)}; expected ({b},), one per prompt.")
+            raise ValueError(f"{name} has shape {np.shape(value)}; expected ({b},), one per "
+                             "prompt.")
     if mesh is not None:
         shards = math.prod(mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES)
         if b % shards:
