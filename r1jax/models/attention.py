@@ -38,6 +38,13 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     return out.reshape(b, t, h, d)
 
 
+def _write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
+    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, :, index : index + T]."""
+    zero = jnp.zeros((), jnp.int32)
+    return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype),
+                                        (layer, zero, index, zero, zero))
+
+
 class Attention(nn.Module):
     """Self-attention over the current tokens, or over a KV cache they are written into."""
 
@@ -63,11 +70,13 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-                 cache: Optional[dict], cache_index: Optional[jax.Array]):
+                 cache: Optional[dict], cache_index: Optional[jax.Array],
+                 layer: Optional[jax.Array] = None):
         """x: [B, T, E]; positions: int32[B, T]; mask: bool[B, T, S].
 
-        With a cache ({"k", "v"}: [B, S, K, D]) the new keys/values are written at slots
-        [cache_index, cache_index + T) and attention runs over all S slots; returns the new cache.
+        With a cache ({"k", "v"}: [L, B, S, K, D], all layers) this layer's new keys/values are
+        written in place at [layer, :, cache_index : cache_index + T] and attention runs over
+        all S slots of the layer; returns the updated cache.
         """
         cfg = self.config
         x = x.astype(cfg.dtype)
@@ -83,12 +92,10 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "q_heads", "head_dim"))
 
         if cache is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype),
-                                                    cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype),
-                                                    cache_index, axis=1)
-            cache = {"k": k, "v": v}
-            k, v = k.astype(cfg.dtype), v.astype(cfg.dtype)
+            cache = {name: _write_layer(cache[name], new, layer, cache_index)
+                     for name, new in (("k", k), ("v", v))}
+            k, v = (jax.lax.dynamic_index_in_dim(cache[name], layer, keepdims=False)
+                    .astype(cfg.dtype) for name in ("k", "v"))
         out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                                    ("q_heads", "head_dim", "embed"), cfg.param_dtype)

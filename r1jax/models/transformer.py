@@ -25,21 +25,27 @@ CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    The scan carries (x, cache, layer): the whole [L, ...] cache rides along and each layer
+    writes its own slice in place. Scanning the cache as per-layer inputs and outputs instead
+    would stack a fresh copy of all of it at every decoding step.
+    """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, layer_cache, positions, mask, cache_index):
+    def __call__(self, carry, positions, mask, cache_index):
+        x, cache, layer = carry
         cfg = self.config
-        attn_out, layer_cache = Attention(cfg, name="attn")(
+        attn_out, cache = Attention(cfg, name="attn")(
             RMSNorm(cfg.norm_eps, cfg.param_dtype, name="attn_norm")(x), positions, mask,
-            layer_cache, cache_index)
+            cache, cache_index, layer)
         x = x + attn_out
         mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name="mlp")(
             RMSNorm(cfg.norm_eps, cfg.param_dtype, name="mlp_norm")(x))
         x = nn.with_logical_constraint(x + mlp_out, ("batch", "length", "embed"))
-        return x, layer_cache
+        return (x, cache, layer + 1), None
 
 
 class Transformer(nn.Module):
@@ -58,13 +64,13 @@ class Transformer(nn.Module):
         x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-        layer_caches = {} if cache is None else {"k": cache["k"], "v": cache["v"]}
+        kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}
         stack = nn.scan(
             DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})
-        x, new_layer_caches = stack(cfg, name="layers")(
-            x, layer_caches or None, positions, mask, cache_index)
+        (x, kv, _), _ = stack(cfg, name="layers")(
+            (x, kv, jnp.zeros((), jnp.int32)), positions, mask, cache_index)
         # Trainers that only score the completion skip the vocabulary projection of the prompt.
         x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x[:, logits_start:])
 
@@ -75,7 +81,7 @@ class Transformer(nn.Module):
                                    ("embed", "vocab"), cfg.param_dtype)
         logits = jnp.dot(x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-        return logits, new_layer_caches
+        return logits, kv
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
