@@ -261,6 +261,31 @@ def global_batch(local_batch: Any, mesh: Mesh) -> Any:
         local_batch)
 
 
+def global_batch_from_whole(batch: Any, mesh: Mesh) -> Any:
+    """Like `global_batch`, from host arrays every process holds whole and identical [B, ...]:
+    each process places just the rows its devices hold."""
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, batch_sharding(mesh, x.ndim),
+                                            lambda index: x[index])
+
+    return jax.tree.map(put, batch)
+
+
+def all_rows(tree: Any) -> Any:
+    """Every process's rows, on every process, as numpy arrays.
+
+    A host array [B_local, ...] becomes [P * B_local, ...], the processes' rows in process order
+    (the order `global_batch` lays them out in); a jax.Array split across processes becomes its
+    whole value. On one process: the values themselves. Each leaf must have the same shape on
+    every process.
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils  # Only multi-process runs need it.
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def cache_shardings(config: ModelConfig, mesh: Mesh, rules: Sequence[Sequence[Any]],
                     batch_size: int, max_len: int) -> dict:
     """NamedShardings for the KV cache of `init_cache(config, batch_size, max_len)`.

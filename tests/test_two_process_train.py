@@ -2,9 +2,10 @@
 
 Two `python -m launch.train` processes with one CPU device each join through r1jax/distributed.py
 (R1JAX_COORDINATOR / R1JAX_NUM_PROCESSES / R1JAX_PROCESS_ID, a local coordinator) into one
-2-device mesh; one process with two fake devices runs the same mesh alone. Both train the tiny
-cold-start SFT config; the losses in metrics.jsonl (written by process 0 only) must agree to 1e-5.
-SFT, not GRPO: GRPO's sampling does not run across processes yet.
+2-device mesh; one process with two fake devices runs the same mesh alone. Both train a tiny
+config, cold-start SFT or R1-Zero GRPO (sampling, rewards, DAPO group filtering and the
+held-out evaluation across processes); the metrics in metrics.jsonl (written by process 0 only)
+must agree to 1e-5.
 """
 import json
 import os
@@ -13,9 +14,12 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
 
-from configs import cold_start_sft
+from configs import cold_start_sft, r1_zero
+from r1jax import checkpoint
 from r1jax.train import prompts
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -31,11 +35,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_command(workdir: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
-    return [sys.executable, "-m", "launch.train", "--config=configs/cold_start_sft.py:tiny",
+# config, the metrics that must agree, extra flags.
+STAGES = {
+    "sft": (cold_start_sft, ("loss", "eval_loss"), ["--config.eval.num_problems=0"]),
+    "grpo": (r1_zero, ("loss", "reward_mean", "reward/language_consistency", "kl", "entropy",
+                       "accuracy", "groups_informative"),
+             ["--config.rl.filter_groups=True"]),
+}
+
+
+def train_command(stage: str, workdir: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
+    config, _, extra = STAGES[stage]
+    return [sys.executable, "-m", "launch.train", f"--config={config.__file__}:tiny",
             f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
             f"--config.train.num_steps={NUM_STEPS}", f"--config.train.eval_every={NUM_STEPS}",
-            "--config.eval.num_problems=0"]  # sampling-based evaluation is single-process
+            *extra]
 
 
 def environment(devices: int, **extra: str) -> dict:
@@ -45,9 +59,9 @@ def environment(devices: int, **extra: str) -> dict:
     return env
 
 
-def prepare_data(data_dir: pathlib.Path):
+def prepare_data(stage: str, data_dir: pathlib.Path):
     """Writes the data set once, so the three processes only read it (no racing writers)."""
-    config = cold_start_sft.get_config("tiny")
+    config = STAGES[stage][0].get_config("tiny")
     config.data.data_dir = str(data_dir)
     for split in (config.data.train_split, config.data.eval_split):
         prompts.open_split(config.data, split)
@@ -73,22 +87,31 @@ def read_metrics(workdir: pathlib.Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def test_two_processes_train_like_one(tmp_path):
+@pytest.mark.parametrize("stage", STAGES)
+def test_two_processes_train_like_one(stage, tmp_path):
     data_dir = tmp_path / "data"
-    prepare_data(data_dir)
+    prepare_data(stage, data_dir)
     one, two = tmp_path / "one_process", tmp_path / "two_processes"
     coordinator = f"127.0.0.1:{free_port()}"
-    run_all([(train_command(one, data_dir), environment(devices=2))] + [
-        (train_command(two, data_dir),
+    run_all([(train_command(stage, one, data_dir), environment(devices=2))] + [
+        (train_command(stage, two, data_dir),
          environment(devices=1, R1JAX_COORDINATOR=coordinator, R1JAX_NUM_PROCESSES="2",
                      R1JAX_PROCESS_ID=str(i))) for i in range(2)])
 
     single, multi = read_metrics(one), read_metrics(two)
     # Process 0 alone writes: one line per step, none duplicated by process 1.
     assert [m["step"] for m in multi] == [m["step"] for m in single] == list(range(NUM_STEPS + 1))
+    compared = set()
     for a, b in zip(single, multi):
-        for key in ("loss", "eval_loss"):
+        for key in STAGES[stage][1]:
             if key in a:
                 np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-5,
                                            err_msg=f"{key} at step {a['step']}")
+                compared.add(key)
+    assert compared == set(STAGES[stage][1])  # Every listed metric was logged at least once.
     assert (two / "checkpoints" / str(NUM_STEPS)).is_dir()
+    _, params_one = checkpoint.restore_params(str(one))
+    _, params_two = checkpoint.restore_params(str(two))
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                         params_one, params_two)
+    assert max(jax.tree.leaves(moved)) < 1e-5, moved

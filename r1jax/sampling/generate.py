@@ -164,7 +164,7 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
                 config, params, batch, lengths, jax.random.fold_in(rng, call),
                 max_new_tokens=longest, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
                 stop_tokens=stop_tokens, token_limits=limits, mesh=mesh, rules=rules)
-            out = jax.device_get(out)
+            out = sharding.all_rows(out)  # Every process gets every row.
             for row in range(len(indices) * n):
                 target = indices[row // n] * n + row % n
                 length = int(out.lengths[row])

@@ -285,7 +285,9 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
     Args:
       config, params: the model; params are an argument of the compiled function, so new ones
         (every training step) do not recompile it.
-      prompt_tokens: int32[B, P], padded on the side `padding` ("left" or "right") names.
+      prompt_tokens: int32[B, P], padded on the side `padding` ("left" or "right") names. With a
+        mesh, host (numpy) inputs are the whole batch, the same on every process; jax.Arrays
+        are used as they are.
       prompt_lengths: int32[B], each in [1, P].
       rng: a jax.random key; the same key gives the same samples.
       max_new_tokens: completion buffer length M, the longest any completion can be.
@@ -310,4 +312,8 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
         token_limits = np.full((np.shape(prompt_tokens)[0],), max_new_tokens, np.int32)
     fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, padding == "right",
                    mesh, rules)
+    if mesh is not None:  # Host arrays hold the whole batch; each process places its rows.
+        prompt_tokens, prompt_lengths, token_limits = (
+            x if isinstance(x, jax.Array) else sharding.global_batch_from_whole(x, mesh)
+            for x in (prompt_tokens, prompt_lengths, token_limits))
     return fn(params, prompt_tokens, prompt_lengths, token_limits, rng)

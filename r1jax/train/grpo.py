@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from r1jax import rewards as rewards_lib
+from r1jax import rewards as rewards_lib, sharding
 from r1jax.sampling import sampler
 from r1jax.losses import grpo as grpo_lib
 from r1jax.losses.sft import token_entropy, token_logprobs
@@ -129,35 +129,57 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
     setup.validate_common(config)
 
 
+def _reward_metrics(local: dict) -> dict:
+    """Reward metrics of all processes' rows from each process's own: means of the means (every
+    process scores as many rows), sums of the error counts."""
+    keys = sorted(local)
+    gathered = sharding.all_rows(np.array([[local[k] for k in keys]], np.float64))
+    return {k: float(gathered[:, i].sum() if k.startswith("reward_errors/")
+                     else gathered[:, i].mean()) for i, k in enumerate(keys)}
+
+
 def _sample(state, records, prompt_ids, rng):
-    """Samples G completions for each prompt and scores them. Host-side lists + device arrays."""
+    """Samples G completions for each prompt of every process and scores them.
+
+    Each process brings its own prompts; all of them are sampled as one global batch, and each
+    process decodes and scores the rows of its own prompts (a code sandbox then runs on every
+    host, each on its share). Rewards and the sampler's outputs come back whole to every process,
+    so all of them take the same decisions (group filtering, advantages) on the same numbers.
+    Texts and prompts are those of this process's rows, keyed by row.
+    """
     cfg, rl = state.config, state.config.rl
-    prompt_tokens, prompt_lengths = prompts_lib.left_pad(prompt_ids, state.iterator.width)
-    out = sampler.sample_batch(
+    g = rl.num_generations
+    prompt_tokens, prompt_lengths = sharding.all_rows(
+        prompts_lib.left_pad(prompt_ids, state.iterator.width))
+    out = sharding.all_rows(sampler.sample_batch(
         state.model_config, state.params, prompt_tokens, prompt_lengths, rng,
         max_new_tokens=rl.max_new_tokens, n=rl.num_generations, temperature=rl.temperature,
         top_k=rl.top_k or None, top_p=rl.top_p if rl.top_p < 1 else None,
-        stop_tokens=state.stop_tokens, mesh=state.mesh, rules=state.rules)
-    lengths = np.asarray(out.lengths)
-    tokens = np.asarray(out.tokens)
+        stop_tokens=state.stop_tokens, mesh=state.mesh, rules=state.rules))
+    first = jax.process_index() * len(prompt_ids) * g
+    own = range(first, first + len(prompt_ids) * g)
+    lengths = out.lengths[own.start:own.stop]
     texts = state.tokenizer.batch_decode(
-        [row[:n] for row, n in zip(tokens, lengths)], skip_special_tokens=True)
-    g = rl.num_generations
+        [row[:n] for row, n in zip(out.tokens[own.start:own.stop], lengths)],
+        skip_special_tokens=True)
     prompts = [state.tokenizer.decode(ids) for ids in prompt_ids for _ in range(g)]
     fields = {key: [r[key] for r in records for _ in range(g)] for key in records[0]
               if key not in ("question", "prompt")}
     fields["completion_lengths"] = lengths.tolist()
-    fields["finished_by_stop"] = np.asarray(out.finished_by_stop).tolist()
-    total, reward_metrics = rewards_lib.combine(
+    fields["finished_by_stop"] = out.finished_by_stop[own.start:own.stop].tolist()
+    local_rewards, reward_metrics = rewards_lib.combine(
         dict(cfg.rewards), prompts, texts, fields, params=cfg.rewards_params.to_dict())
     return dict(prompt_tokens=np.repeat(prompt_tokens, g, axis=0),
-                prompt_lengths=np.repeat(prompt_lengths, g), output=out, rewards=total,
-                texts=texts, prompts=prompts, reward_metrics=reward_metrics)
+                prompt_lengths=np.repeat(prompt_lengths, g), output=out,
+                rewards=sharding.all_rows(np.asarray(local_rewards, np.float32)),
+                texts=dict(zip(own, texts)), prompts=dict(zip(own, prompts)),
+                reward_metrics=_reward_metrics(reward_metrics))
 
 
 def collect_rollouts(state, rng):
-    """Rollouts for one step; with rl.filter_groups, uninformative groups are replaced by
-    fresh prompts' (up to rl.max_filter_rounds extra rounds; DAPO's dynamic sampling)."""
+    """Rollouts for one step, every process's rows on every process; with rl.filter_groups,
+    uninformative groups are replaced by fresh prompts' (up to rl.max_filter_rounds extra
+    rounds; DAPO's dynamic sampling)."""
     rl = state.config.rl
     g, needed = rl.num_generations, rl.prompts_per_step
     rounds = []
@@ -181,6 +203,8 @@ def collect_rollouts(state, rng):
     stacked = lambda key: np.concatenate([np.asarray(r[key]) for r in rounds])[rows]
     out = [r["output"] for r in rounds]
     cat = lambda field: np.concatenate([np.asarray(getattr(o, field)) for o in out])[rows]
+    by_row = lambda key: {i * needed * g + row: value for i, r in enumerate(rounds)
+                          for row, value in r[key].items()}
     metrics = {k: float(np.mean([r["reward_metrics"][k] for r in rounds]))
                for k in rounds[0]["reward_metrics"]}
     metrics["groups_informative"] = float(
@@ -189,8 +213,8 @@ def collect_rollouts(state, rng):
                 completions=cat("tokens"), mask=cat("mask").astype(np.float32),
                 old_logprobs=cat("logprobs"), lengths=cat("lengths"),
                 finished_by_stop=cat("finished_by_stop"), rewards=stacked("rewards"),
-                texts=[t for r in rounds for t in r["texts"]], text_rows=rows,
-                prompts=[p for r in rounds for p in r["prompts"]], metrics=metrics)
+                texts=by_row("texts"), prompts=by_row("prompts"), text_rows=rows,
+                metrics=metrics)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -225,15 +249,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             mask = mask * rollouts["finished_by_stop"][:, None]
         advantages = grpo_lib.group_advantages(
             jnp.asarray(rollouts["rewards"]), rl.num_generations, scale_by_std=rl.scale_by_std)
-        batch = state.to_device(dict(
+        batch = dict(
             prompt_tokens=rollouts["prompt_tokens"], prompt_lengths=rollouts["prompt_lengths"],
             completions=rollouts["completions"], mask=mask,
-            old_logprobs=rollouts["old_logprobs"], advantages=np.asarray(advantages)))
-        batch["ref_logprobs"] = (ref_logprobs_fn(state.reference, batch) if rl.beta > 0
-                                 else jnp.zeros_like(batch["old_logprobs"]))
+            old_logprobs=rollouts["old_logprobs"], advantages=np.asarray(advantages),
+            ref_logprobs=np.zeros_like(rollouts["old_logprobs"]))  # Replaced when beta > 0.
+        # Split on the host, where every process holds the whole batch: each mini-batch is then
+        # placed evenly over the batch shards, as the update's in_shardings require.
+        minis = [sharding.global_batch_from_whole(m, state.mesh)
+                 for m in setup.split_batch(batch, rl.num_mini_batches)]
+        for mini in minis if rl.beta > 0 else ():
+            mini["ref_logprobs"] = ref_logprobs_fn(state.reference, mini)
         update_metrics = []
         for _ in range(rl.num_iterations):
-            for mini in setup.split_batch(batch, rl.num_mini_batches):
+            for mini in minis:
                 state.params, state.opt_state, m = update(state.params, state.opt_state, mini)
                 update_metrics.append(m)
         update_metrics = jax.device_get(update_metrics)
@@ -254,10 +283,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             learning_rate=float(state.learning_rate(state.step * updates_per_step)))
         if state.should_evaluate(step):
             metrics.update(state.evaluate_and_log(step, log_now=False))
-            state.logger.samples(step, [
+            state.logger.samples(step, [  # The logging process's own rows.
                 {"prompt": rollouts["prompts"][i], "completion": rollouts["texts"][i],
                  "reward": float(rollouts["rewards"][k])}
-                for k, i in enumerate(rollouts["text_rows"][:tc.log_samples])])
+                for k, i in enumerate(rollouts["text_rows"]) if i in rollouts["texts"]
+            ][:tc.log_samples])
         state.log(step, metrics)
         state.save_checkpoint()
     state.finish()

@@ -181,7 +181,8 @@ class TrainerState:
             template=self.config.data.template, k=ec.k, temperature=ec.temperature,
             top_p=ec.top_p if ec.top_p < 1 else None, max_new_tokens=ec.max_new_tokens,
             batch_size=ec.batch_size, seed=self.config.train.seed, reward=ec.reward,
-            system=self.config.data.system or None, progress=False)
+            system=self.config.data.system or None, mesh=self.mesh, rules=self.rules,
+            progress=False)
         metrics = {"accuracy": summary["pass@1"],
                    "eval_completion_length": summary["mean_completion_tokens"]}
         if log_now:
