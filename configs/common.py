@@ -3,6 +3,7 @@ trainers read, so a typo in --config.section.key fails at start-up instead of be
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("R1JAX_SHARED_DATA", os.path.join(_ROOT, "..", "shared", "data"))
@@ -87,9 +88,14 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 def eval_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        num_problems=100, k=1, temperature=0.0, top_p=1.0, max_new_tokens=256, batch_size=64,
-        reward="math_accuracy"))
+    """The trainers' held-out evaluation: configs/eval.py's schema (one set of keys for the
+    binary and the trainers), greedy on the first max_problems problems of data.eval_split
+    (0: no evaluation). template and system left None follow the data section's."""
+    from configs import eval as eval_configs  # A sibling module: configs/eval.py.
+    config = eval_configs.get_config("greedy")
+    config.update(max_problems=100, max_new_tokens=256)
+    config.template = config_dict.placeholder(str)
+    return config
 
 
 def sft_config() -> ml_collections.ConfigDict:

@@ -24,7 +24,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.update(kind="completion", name="distill_traces", template="chat",
                        test_fraction=0.05)
     config.optimizer.update(learning_rate=2e-5, warmup_steps=10, decay="cosine")
-    config.eval.num_problems = 0
+    config.eval.max_problems = 0
 
     if variant == "cpu":
         config.model.path = common.smollm2_path()

@@ -56,7 +56,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.rl.update(prompts_per_step=4)
         config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
         config.train.update(num_steps=30, eval_every=10, checkpoint_every=10)
-        config.eval.update(num_problems=200, max_new_tokens=16)
+        config.eval.update(max_problems=200, max_new_tokens=16)
     elif variant == "tiny":
         config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(),
                             vocab_size=49152, max_seq_len=256)
@@ -70,7 +70,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                                     "language_consistency": 0.5})
         config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
         config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
-        config.eval.update(num_problems=8, max_new_tokens=8, batch_size=8)
+        config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8)
     elif variant == "smollm2":
         config.model.path = common.smollm2_path()
         config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
@@ -79,7 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.rl.update(max_prompt_len=256, max_new_tokens=256, beta=0.001)
         config.optimizer.update(learning_rate=1e-6)
         config.train.update(num_steps=200, eval_every=50, checkpoint_every=50)
-        config.eval.update(num_problems=100, max_new_tokens=256)
+        config.eval.update(max_problems=100, max_new_tokens=256)
     elif variant in ("qwen2_5_1_5b", "qwen2_5_7b"):
         config.model.update(path=f"/path/to/{variant}", dtype="bfloat16", max_seq_len=8192)
         config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
@@ -90,8 +90,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                          num_micro_batches=8)
         config.optimizer.update(learning_rate=3e-6, warmup_steps=20)
         config.train.update(num_steps=8000, eval_every=200, checkpoint_every=100)
-        config.eval.update(num_problems=500, k=16, temperature=0.6, top_p=0.95,
-                           max_new_tokens=4096, batch_size=64)
+        config.eval.update(max_problems=500, k=16, temperature=0.6, top_p=0.95,
+                           max_new_tokens=4096, batch_size=64, pass_ks=(1, 16))
         config.mesh.shape = ({"data": 1, "fsdp": 8, "tensor": 1} if variant == "qwen2_5_1_5b"
                              else {"data": 4, "fsdp": 8, "tensor": 2})
     else:

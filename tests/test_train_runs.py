@@ -101,7 +101,7 @@ def test_tiny_sft_fits_a_small_data_set(tmp_path, monkeypatch):
     config.sft.update(batch_size=8, packing=False, eval_rows=0)
     config.optimizer.update(decay="constant", learning_rate=1e-2)
     config.train.update(num_steps=30, eval_every=0, checkpoint_every=0)
-    config.eval.num_problems = 0
+    config.eval.max_problems = 0
     metrics = sft.train(config, str(tmp_path / "w"))
     first = _metrics(tmp_path / "w")[1]["loss"]
     assert first > 5.0  # a random model starts near ln(49152) ≈ 10.8

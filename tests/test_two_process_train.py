@@ -37,7 +37,7 @@ def free_port() -> int:
 
 # config, the metrics that must agree, extra flags.
 STAGES = {
-    "sft": (cold_start_sft, ("loss", "eval_loss"), ["--config.eval.num_problems=0"]),
+    "sft": (cold_start_sft, ("loss", "eval_loss"), ["--config.eval.max_problems=0"]),
     "grpo": (r1_zero, ("loss", "reward_mean", "reward/language_consistency", "kl", "entropy",
                        "accuracy", "groups_informative"),
              ["--config.rl.filter_groups=True"]),

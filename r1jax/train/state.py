@@ -93,10 +93,10 @@ class TrainerState:
         return self
 
     def _eval_problems(self) -> list[dict]:
-        if not self.config.eval.num_problems:
+        if not self.config.eval.max_problems:
             return []
         source = prompts.open_split(self.config.data, self.config.data.eval_split)
-        return [source[i] for i in range(min(len(source), self.config.eval.num_problems))]
+        return [source[i] for i in range(min(len(source), self.config.eval.max_problems))]
 
     # ------------------------------------------------------------------ jitted functions
 
@@ -175,14 +175,12 @@ class TrainerState:
         """Held-out pass@1 (as `accuracy`) with the evaluation binary's code."""
         if not self.eval_problems:
             return {}
-        ec = self.config.eval
-        summary, _ = eval_lib.evaluate(
-            self.model_config, self.params, self.tokenizer, self.eval_problems,
-            template=self.config.data.template, k=ec.k, temperature=ec.temperature,
-            top_p=ec.top_p if ec.top_p < 1 else None, max_new_tokens=ec.max_new_tokens,
-            batch_size=ec.batch_size, seed=self.config.train.seed, reward=ec.reward,
-            system=self.config.data.system or None, mesh=self.mesh, rules=self.rules,
-            progress=False)
+        ec = ml_collections.ConfigDict(self.config.eval.to_dict())
+        ec.template = ec.template or self.config.data.template
+        ec.system = ec.system or self.config.data.system or None
+        summary, _ = eval_lib.evaluate_with_config(
+            self.model_config, self.params, self.tokenizer, self.eval_problems, ec,
+            mesh=self.mesh, rules=self.rules, progress=False)
         metrics = {"accuracy": summary["pass@1"],
                    "eval_completion_length": summary["mean_completion_tokens"]}
         if log_now:
