@@ -139,6 +139,22 @@ def test_padding_side_and_width_do_not_change_results(llama, greedy, sampled):
     np.testing.assert_allclose(alone.logprobs[0], greedy.logprobs[0], atol=1e-5)
 
 
+def test_growing_attention_windows_change_nothing(llama, sampled):
+    """Decoding in segments whose attention windows grow (here from 2 slots past the prompt:
+    windows of 34 and 36 slots, then the whole cache, 39) samples what attending to the whole
+    cache at every step does."""
+    assert sampler.decode_windows(WIDTH, 8, 2) == ((2, 34), (4, 36), (7, 39))
+    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    for window in (2, None):
+        out = sampling.sample_batch(*llama, tokens, lengths, jax.random.key(7),
+                                    decode_window=window, **SAMPLED)
+        np.testing.assert_array_equal(out.tokens, sampled.tokens)
+        np.testing.assert_allclose(out.logprobs, sampled.logprobs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="decode_window"):
+        sampling.sample_batch(*llama, tokens, lengths, jax.random.key(7), decode_window=0,
+                              **SAMPLED)
+
+
 # ----------------------------------------------------------------------------- outputs
 
 

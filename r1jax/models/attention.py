@@ -49,6 +49,7 @@ class Attention(nn.Module):
     """Self-attention over the current tokens, or over a KV cache they are written into."""
 
     config: ModelConfig
+    cache_window: Optional[int] = None  # Attend to the cache's first slots only (see forward).
 
     def _projection(self, name: str, heads: int, heads_axis: str):
         cfg = self.config
@@ -76,7 +77,7 @@ class Attention(nn.Module):
 
         With a cache ({"k", "v"}: [L, B, S, K, D], all layers) this layer's new keys/values are
         written in place at [layer, :, cache_index : cache_index + T] and attention runs over
-        all S slots of the layer; returns the updated cache.
+        the layer's first cache_window slots (all S by default); returns the updated cache.
         """
         cfg = self.config
         x = x.astype(cfg.dtype)
@@ -94,7 +95,8 @@ class Attention(nn.Module):
         if cache is not None:
             cache = {name: _write_layer(cache[name], new, layer, cache_index)
                      for name, new in (("k", k), ("v", v))}
-            k, v = (jax.lax.dynamic_index_in_dim(cache[name], layer, keepdims=False)
+            window = self.cache_window or cache["k"].shape[2]
+            k, v = (jax.lax.dynamic_index_in_dim(cache[name], layer, keepdims=False)[:, :window]
                     .astype(cfg.dtype) for name in ("k", "v"))
         out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),

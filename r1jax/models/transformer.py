@@ -33,12 +33,13 @@ class DecoderLayer(nn.Module):
     """
 
     config: ModelConfig
+    cache_window: Optional[int] = None
 
     @nn.compact
     def __call__(self, carry, positions, mask, cache_index):
         x, cache, layer = carry
         cfg = self.config
-        attn_out, cache = Attention(cfg, name="attn")(
+        attn_out, cache = Attention(cfg, self.cache_window, name="attn")(
             RMSNorm(cfg.norm_eps, cfg.param_dtype, name="attn_norm")(x), positions, mask,
             cache, cache_index, layer)
         x = x + attn_out
@@ -49,9 +50,13 @@ class DecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens -> (logits float32[B, T, V], new cache or None)."""
+    """tokens -> (logits float32[B, T, V], new cache or None).
+
+    cache_window: attend to the cache's first cache_window slots only (None: all of them).
+    """
 
     config: ModelConfig
+    cache_window: Optional[int] = None
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
@@ -69,7 +74,7 @@ class Transformer(nn.Module):
             DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})
-        (x, kv, _), _ = stack(cfg, name="layers")(
+        (x, kv, _), _ = stack(cfg, self.cache_window, name="layers")(
             (x, kv, jnp.zeros((), jnp.int32)), positions, mask, cache_index)
         # Trainers that only score the completion skip the vocabulary projection of the prompt.
         x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x[:, logits_start:])
@@ -104,22 +109,24 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int,
             "valid": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 
-def cached_attention_mask(cache: dict, new_valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+def cached_attention_mask(cache: dict, new_valid: jax.Array,
+                          window: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
     """The mask for T new tokens written at cache["index"], and the cache's updated `valid`.
 
-    new_valid: bool[B, T], False for padding. Returns (bool[B, T, S], bool[B, S]).
+    new_valid: bool[B, T], False for padding. Returns (bool[B, T, W], bool[B, S]): the mask
+    over the first W = window (default S) slots, and the validity of all S.
     """
     t = new_valid.shape[1]
     valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, cache["index"], axis=1)
-    slots = jnp.arange(valid.shape[1])
+    slots = jnp.arange(window or valid.shape[1])
     query_slots = cache["index"] + jnp.arange(t)
     causal = slots[None, :] <= query_slots[:, None]  # [T, S]
-    return causal[None] & valid[:, None, :], valid
+    return causal[None] & valid[:, None, :len(slots)], valid
 
 
 def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
             segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None,
-            logits_start: int = 0):
+            logits_start: int = 0, cache_window: Optional[int] = None):
     """The model as a pure function.
 
     Args:
@@ -128,17 +135,20 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
       cache: from `init_cache`; the T tokens are written at cache["index"] and attend to
         every valid earlier slot.
       logits_start: static; logits are computed for positions logits_start.. only.
+      cache_window: static; attention reads only the cache's first cache_window slots, which
+        must hold every token written so far and the T new ones (index + T <= cache_window).
+        Decoding early in a long budget then skips the empty slots' work and memory reads.
     Returns:
       (logits float32[B, T - logits_start, V], new cache or None).
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
-    model = Transformer(config)
+    model = Transformer(config, cache_window)
     if cache is None:
         logits, _ = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
                                 logits_start=logits_start)
         return logits, None
-    mask, valid = cached_attention_mask(cache, segment_ids != 0)
+    mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
     logits, kv = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
                              logits_start)
     new_cache = {"k": kv["k"], "v": kv["v"], "valid": valid,

@@ -7,6 +7,10 @@
              sample a token per row, record its logprob, feed it back through the cache
       -> SampleOutput, rows prompt-major: the n completions of prompt 0 first.
 
+Attention reads only the part of the cache decoding has reached: the while_loop runs in a few
+segments whose attention windows double (P + 128, P + 256, ... slots, up to the whole cache), so
+a step early in a long budget does not pay for the empty slots after it (see `decode_windows`).
+
 Left padding lets the whole batch share one cache write index (see `models.init_cache`): every
 row's last prompt token sits in column P - 1 and every row's t-th new token in slot P + t. Padding
 slots are marked invalid, so nothing attends to them, and positions count real tokens only, so a
@@ -31,6 +35,9 @@ import numpy as np
 from r1jax import models, sharding
 from r1jax.sampling import strategies
 from r1jax.sampling.strategies import Strategy
+
+
+DECODE_WINDOW = 128  # Slots past the prompt the first decode segment attends to.
 
 
 @flax.struct.dataclass
@@ -107,13 +114,31 @@ def prefill(config: models.ModelConfig, params, tokens: jax.Array, lengths: jax.
 
 
 def decode_step(config: models.ModelConfig, params, tokens: jax.Array, positions: jax.Array,
-                cache: dict) -> tuple[jax.Array, dict]:
-    """Feeds one token per row through the cache.
+                cache: dict, window: Optional[int] = None) -> tuple[jax.Array, dict]:
+    """Feeds one token per row through the cache, attending to its first `window` slots.
 
     tokens, positions: int32[N]. Returns (float32[N, V] logits of the next token, new cache).
     """
-    logits, cache = models.forward(config, params, tokens[:, None], positions[:, None], None, cache)
+    logits, cache = models.forward(config, params, tokens[:, None], positions[:, None], None, cache,
+                                   cache_window=window)
     return logits[:, 0], cache
+
+
+def decode_windows(prompt_width: int, max_new_tokens: int,
+                   first: Optional[int]) -> tuple[tuple[int, int], ...]:
+    """The decode loop's static segments: ((last step, attention window), ...).
+
+    Step s feeds the token sampled at step s - 1 into slot P + s - 1, so it needs a window of
+    P + s slots; steps run up to max_new_tokens - 1, the whole cache. Windows grow from P + first
+    by doubling, so the attention work is at most twice what the tokens so far need, and each
+    window is one more compiled copy of the step. first=None: one segment over the whole cache.
+    """
+    cache_len = prompt_width + max_new_tokens - 1
+    segments, grow = [], first
+    while first is not None and prompt_width + grow < cache_len:
+        segments.append((grow, prompt_width + grow))
+        grow *= 2
+    return (*segments, (max_new_tokens - 1, cache_len))
 
 
 def repeat_rows(tree, n: int):
@@ -152,7 +177,8 @@ def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: St
 
 
 def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, config,
-                  max_new_tokens, n, strategy, stop_tokens, right_padded, cache_shardings):
+                  max_new_tokens, n, strategy, stop_tokens, right_padded, cache_shardings,
+                  decode_window):
     """The traced body of `sample_batch` (see there); static settings are keywords.
 
     cache_shardings: None, or (batch, cache_len) -> the cache's shardings on the mesh.
@@ -182,24 +208,28 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, c
     def unfinished(state):
         return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
-    def step(state):
+    def step(state, window):
         # The token sampled at step - 1 sits at position prompt_len + step - 1 of its sequence.
         logits, cache = decode_step(config, params, state.last_token, lengths + state.step - 1,
-                                    state.cache)
+                                    state.cache, window)
         return record(state._replace(cache=cache), logits)
 
-    state = jax.lax.while_loop(unfinished, step, state)
+    for last_step, window in decode_windows(p, max_new_tokens, decode_window):
+        state = jax.lax.while_loop(
+                lambda state, last=last_step: unfinished(state) & (state.step <= last),
+                functools.partial(step, window=window), state)
     mask = jnp.arange(max_new_tokens)[None, :] < state.lengths[:, None]
     return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=mask,
                         lengths=state.lengths, finished_by_stop=state.stopped)
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(config, max_new_tokens, n, strategy, stop_tokens, right_padded, mesh, rules):
+def _compiled(config, max_new_tokens, n, strategy, stop_tokens, right_padded, mesh, rules,
+              decode_window):
     """One jitted sampler per static setting; jax.jit then keeps one executable per shape."""
     body = functools.partial(
         _sample_batch, config=config, max_new_tokens=max_new_tokens, n=n, strategy=strategy,
-        stop_tokens=stop_tokens, right_padded=right_padded,
+        stop_tokens=stop_tokens, right_padded=right_padded, decode_window=decode_window,
         cache_shardings=None if mesh is None else functools.partial(
             sharding.cache_shardings, config, mesh, rules))
     if mesh is None:
@@ -277,7 +307,8 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
                  temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, stop_tokens: Sequence[int] = (),
                  token_limits: Optional[jax.Array] = None, padding: str = "left",
-                 mesh: Optional[jax.sharding.Mesh] = None, rules=None) -> SampleOutput:
+                 mesh: Optional[jax.sharding.Mesh] = None, rules=None,
+                 decode_window: Optional[int] = DECODE_WINDOW) -> SampleOutput:
     """Samples n completions for each prompt of a fixed-shape batch, in one jitted call.
 
     Compiled once per (static settings, B, P): call it with the same shapes every step.
@@ -297,6 +328,8 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
       token_limits: int32[B] per-prompt budgets in [1, M] (None: M for all).
       mesh, rules: shard the batch over the mesh's ("data", "fsdp") axes, the model and the
         cache as `rules` say (default `sharding.DEFAULT_RULES`); no mesh: default placement.
+      decode_window: the first attention window past the prompt (see `decode_windows`); None
+        attends to the whole cache at every step (one compiled step instead of a few).
     Returns:
       SampleOutput with B * n rows, the n completions of prompt 0 first. Logprobs are under the
       raw model (temperature 1, untruncated), whatever temperature/top-k/top-p sampled.
@@ -310,8 +343,11 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
         rules = sharding.validate_rules(sharding.DEFAULT_RULES if rules is None else rules, mesh)
     if token_limits is None:
         token_limits = np.full((np.shape(prompt_tokens)[0],), max_new_tokens, np.int32)
+    if decode_window is not None and not (isinstance(decode_window, (int, np.integer))
+                                          and decode_window >= 1):
+        raise ValueError(f"decode_window must be an int >= 1 or None, got {decode_window!r}.")
     fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, padding == "right",
-                   mesh, rules)
+                   mesh, rules, decode_window)
     if mesh is not None:  # Host arrays hold the whole batch; each process places its rows.
         prompt_tokens, prompt_lengths, token_limits = (
             x if isinstance(x, jax.Array) else sharding.global_batch_from_whole(x, mesh)
