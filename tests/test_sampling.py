@@ -18,19 +18,16 @@ PROMPTS = [[5, 17, 3], list(range(20, 41)), [9], [100, 101, 102, 103, 104, 105, 
 SIGMAS = 5.0
 
 
-_init_params = jax.jit(models.init_params, static_argnums=0)
-
-
 @pytest.fixture(scope="module", params=["tiny_llama", "tiny_qwen2", "tiny_qwen3"])
 def model(request):
     config = models.preset(request.param)
-    return config, _init_params(config, jax.random.key(1))
+    return config, models.init_params(config, jax.random.key(1))
 
 
 @pytest.fixture(scope="module")
 def llama():
     config = models.preset("tiny_llama")
-    return config, _init_params(config, jax.random.key(1))
+    return config, models.init_params(config, jax.random.key(1))
 
 
 def _left_padded(prompts, width):
