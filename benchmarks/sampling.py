@@ -16,9 +16,7 @@ Outputs are compared token for token. Writes benchmarks/results/sampling_cpu.jso
 
   python benchmarks/sampling.py [--batch=16] [--new_tokens=128] [--rounds=3]
 """
-import json
 import os
-import platform
 import statistics
 import time
 
@@ -26,6 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
 from r1jax import sampling
 from r1jax.models import load_pretrained, load_tokenizer
 from r1jax.models.convert import smollm2_gguf_path
@@ -60,16 +59,6 @@ def chat_prompts(tokenizer, count: int) -> list[list[int]]:
                                              add_generation_prompt=True, tokenize=True)
                for q in questions]
     return [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def timed(fn):
@@ -181,10 +170,7 @@ def main(_):
     print(f"speedup: {result['speedup']:.2f}x (CPU-seconds per token: "
           f"{result['speedup_cpu_seconds']:.2f}x); identical rows "
           f"{agreement['identical_rows']}/{agreement['rows']}")
-    os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-    with open(_OUTPUT.value, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {_OUTPUT.value}")
+    write_result(result, _OUTPUT.value)
 
 
 if __name__ == "__main__":
