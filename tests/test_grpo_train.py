@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import r1_zero
-from r1jax import models
+from r1jax import models, sampling
 from r1jax.losses import grpo as grpo_lib
 from r1jax.train import grpo
 
@@ -37,7 +37,7 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
     for micro in (1, 4):
         rl = ml_collections.ConfigDict(dict(
             num_micro_batches=micro, aggregation=aggregation, beta=0.04, eps_low=0.2,
-            eps_high=0.28))
+            eps_high=0.28, temperature=1.0))
         new_params, _, metrics = grpo.grpo_update(
             params, optax.sgd(1.0).init(params), batch, model_config=CONFIG,
             optimizer=optax.sgd(1.0), rl=rl, nan_policy="stop")
@@ -47,18 +47,40 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_completion_logprobs_match_a_plain_forward_pass():
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_completion_logprobs_match_a_plain_forward_pass(temperature):
     rng = np.random.default_rng(1)
     batch = _rollout_batch(rng, n=3)
     params = models.init_params(CONFIG, jax.random.key(1))
-    logprobs, _ = grpo.completion_logprobs(CONFIG, params, jax.tree.map(jnp.asarray, batch))
+    logprobs, _ = grpo.completion_logprobs(CONFIG, params, jax.tree.map(jnp.asarray, batch),
+                                           temperature)
     for i in range(3):
         prompt = batch["prompt_tokens"][i, -batch["prompt_lengths"][i]:]
         length = int(batch["mask"][i].sum())
         seq = np.concatenate([prompt, batch["completions"][i, :length]])[None]
-        logp = jax.nn.log_softmax(models.logits(CONFIG, params, jnp.asarray(seq))[0])
+        logits = models.logits(CONFIG, params, jnp.asarray(seq))[0]
+        logp = jax.nn.log_softmax(logits / temperature)
         expected = [logp[len(prompt) - 1 + j, seq[0, len(prompt) + j]] for j in range(length)]
         np.testing.assert_allclose(logprobs[i, :length], expected, atol=1e-5)
+
+
+def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
+    """π_old from the sampler equals the trainer's π_θ before any update, at T != 1 and with
+    top-k/top-p: the first update's importance ratio is exactly 1."""
+    params = models.init_params(CONFIG, jax.random.key(2))
+    prompts = [[5, 17, 3], list(range(20, 30)), [9], [40, 41, 42, 43]]
+    tokens = np.zeros((4, 12), np.int32)
+    for row, ids in enumerate(prompts):
+        tokens[row, 12 - len(ids):] = ids
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    out = sampling.sample_batch(CONFIG, params, tokens, lengths, jax.random.key(0),
+                                max_new_tokens=6, n=2, temperature=0.6, top_k=50, top_p=0.9)
+    batch = dict(prompt_tokens=np.repeat(tokens, 2, axis=0), prompt_lengths=np.repeat(lengths, 2),
+                 completions=out.tokens, mask=out.mask.astype(np.float32))
+    logprobs, _ = grpo.completion_logprobs(CONFIG, params, batch, 0.6)
+    mask = np.asarray(out.mask)
+    np.testing.assert_allclose(np.asarray(logprobs)[mask], np.asarray(out.logprobs)[mask],
+                               atol=1e-5, rtol=0)
 
 
 def test_select_groups_keeps_groups_with_a_signal():

@@ -106,16 +106,16 @@ def test_greedy_tokens_and_logprobs_match_a_forward_pass(model):
         np.testing.assert_allclose(logprobs, expected, atol=LOGIT_TOLERANCE, rtol=0)
 
 
-def test_sampled_logprobs_are_the_raw_model_distribution(llama, sampled):
-    """Sampled at temperature 0.7 with top-k and top-p, logprobs are still those of the raw
-    model (log softmax of the untempered, untruncated logits); rows are prompt-major."""
+def test_sampled_logprobs_are_the_tempered_model_distribution(llama, sampled):
+    """Sampled at temperature 0.7 with top-k and top-p, logprobs are those of the tempered,
+    untruncated model (log softmax of logits / 0.7); rows are prompt-major."""
     config, params = llama
     n = SAMPLED["n"]
     prompts = [p for p in PROMPTS for _ in range(n)]
     completions = np.asarray(sampled.tokens).tolist()
     fulls = _full_logits(config, params, [p + c for p, c in zip(prompts, completions)])
     for prompt, completion, logprobs, full in zip(prompts, completions, sampled.logprobs, fulls):
-        full = full[len(prompt) - 1:-1]
+        full = full[len(prompt) - 1:-1] / SAMPLED["temperature"]
         expected = jax.nn.log_softmax(full)[np.arange(len(completion)), completion]
         np.testing.assert_allclose(logprobs, expected, atol=LOGIT_TOLERANCE, rtol=0)
 

@@ -27,8 +27,9 @@ class Completions:
 
     Attributes:
       tokens: token ids of each completion, prompt excluded, stop token included.
-      logprobs: log-probability of each of those tokens under the raw model (temperature 1, no
-        top-k/top-p): the behaviour policy's logprobs GRPO uses.
+      logprobs: log-probability of each of those tokens under the model at the sampling
+        temperature (greedy: 1), not truncated by top-k/top-p: the behaviour policy's
+        logprobs GRPO uses.
       finish_reasons: "stop" (ended with a stop token) or "length" (ran out of budget).
     """
 

@@ -46,8 +46,9 @@ class SampleOutput:
 
     Attributes:
       tokens: int32[N, M] sampled tokens, 0 after the end of each completion.
-      logprobs: float32[N, M] log-probability of each sampled token under the raw model
-        distribution (temperature 1, no top-k/top-p), 0 where `mask` is False.
+      logprobs: float32[N, M] log-probability of each sampled token under the model at the
+        sampling temperature (greedy: temperature 1), not truncated by top-k/top-p: the
+        behaviour policy's logprobs GRPO needs. 0 where `mask` is False.
       mask: bool[N, M] True for generated tokens, the stop token included.
       lengths: int32[N] number of generated tokens (mask.sum(-1)).
       finished_by_stop: bool[N] True when the completion ended with a stop token, False when it
@@ -159,7 +160,7 @@ def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: St
             stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
     """Samples step `state.step`'s token from float32[N, V] logits and books it."""
     token = strategies.sample(logits, jax.random.fold_in(rng, state.step), strategy)
-    logprob = strategies.token_logprobs(logits, token)
+    logprob = strategies.token_logprobs(logits, token, strategy.temperature)
     active = ~state.done
     token = jnp.where(active, token, 0)
     logprob = jnp.where(active, logprob, 0.0)
@@ -332,7 +333,7 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
         attends to the whole cache at every step (one compiled step instead of a few).
     Returns:
       SampleOutput with B * n rows, the n completions of prompt 0 first. Logprobs are under the
-      raw model (temperature 1, untruncated), whatever temperature/top-k/top-p sampled.
+      model at the sampling temperature (greedy: 1), not truncated by top-k/top-p.
     """
     if padding not in ("left", "right"):
         raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")

@@ -126,12 +126,14 @@ def sample(logits: jax.Array, rng: jax.Array, strategy: Strategy) -> jax.Array:
     return argmax(sampling_logits(logits, strategy) + noise)
 
 
-def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """float32[N] log-probabilities of int32[N] tokens under the raw float32[N, V] logits.
+def token_logprobs(logits: jax.Array, tokens: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """float32[N] log-probabilities of int32[N] tokens under float32[N, V] logits / temperature
+    (temperature 0, greedy: the logits as they are).
 
-    "Raw" means temperature 1 and no truncation: the policy distribution GRPO's ratio and KL use
-    (the trainer computes its training logprobs with the same convention), whatever the sampling
-    strategy was.
+    Not truncated by top-k / top-p: the tempered policy is what GRPO's ratio and KL compare (the
+    trainer divides its logits by the same temperature), as in TRL and verl.
     """
+    if temperature > 0:
+        logits = logits / jnp.float32(temperature)
     chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
     return chosen - jax.nn.logsumexp(logits, axis=-1)

@@ -53,16 +53,18 @@ def sequence_inputs(prompt_tokens, prompt_lengths, completions, completion_mask)
     return tokens, positions, segments
 
 
-def completion_logprobs(model_config, params, batch) -> tuple[jax.Array, jax.Array]:
-    """(log π(completion token), entropy), each float32[N, C], under the raw model (T = 1),
-    the convention the sampler's behaviour logprobs use."""
+def completion_logprobs(model_config, params, batch,
+                        temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """(log π(completion token), entropy), each float32[N, C], of the model's logits divided by
+    the sampling temperature: the policy the rollouts came from, whose logprobs the sampler
+    returned as π_old (as TRL and verl do, so the first update's ratio is exactly 1)."""
     tokens, positions, segments = sequence_inputs(
         batch["prompt_tokens"], batch["prompt_lengths"], batch["completions"], batch["mask"])
     p = batch["prompt_tokens"].shape[1]
     # The logits at position t predict token t + 1: completion token j comes from P - 1 + j.
     logits, _ = transformer.forward(model_config, params, tokens, positions, segments,
                                     logits_start=p - 1)
-    logits = logits[:, :-1]
+    logits = logits[:, :-1] / jnp.float32(temperature)
     return token_logprobs(logits, batch["completions"]), token_entropy(logits)
 
 
@@ -81,7 +83,7 @@ def micro_batch_weights(mask: jax.Array, aggregation: str) -> jax.Array:
 def grpo_update(params, opt_state, batch, *, model_config, optimizer, rl, nan_policy):
     """One AdamW update on a mini-batch; returns (params, opt_state, metrics)."""
     def loss_fn(p, mb):
-        logprobs, entropy = completion_logprobs(model_config, p, mb)
+        logprobs, entropy = completion_logprobs(model_config, p, mb, rl.temperature)
         loss, metrics = grpo_lib.grpo_loss(
             logprobs, mb["old_logprobs"], mb["ref_logprobs"] if rl.beta > 0 else None,
             mb["advantages"], mb["mask"], eps_low=rl.eps_low, eps_high=rl.eps_high,
@@ -227,7 +229,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         grpo_update, model_config=model_config, rl=rl, nan_policy=tc.nan_policy),
         total_updates=tc.num_steps * updates_per_step)
     ref_logprobs_fn = state.jit_forward(
-        lambda params, batch: completion_logprobs(model_config, params, batch)[0])
+        lambda params, batch: completion_logprobs(model_config, params, batch, rl.temperature)[0])
     state.iterator = prompts_lib.PromptIterator(
         config.data, state.tokenizer, global_batch_size=rl.prompts_per_step,
         max_prompt_len=rl.max_prompt_len, seed=config.data.seed)
