@@ -15,7 +15,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers needs it to load GGUF models.
 
 from r1jax.models import load_pretrained, load_tokenizer, logits, save_pretrained
-from r1jax.models.convert import smollm2_gguf_path
 
 TINY_TOLERANCE = 1e-4
 SMOLLM2_TOLERANCE = 1e-3
@@ -108,13 +107,9 @@ def test_tiny_save_round_trip(tiny, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def smollm2(smollm2_gguf):
     """SmolLM2 from its GGUF: (path, tokenizer, int32[1, T] chat prompt, transformers' logits)."""
-    try:
-        path = smollm2_gguf_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    tokenizer = load_tokenizer(path, cache_dir=tmp_path_factory.mktemp("tokenizers"))
+    path, tokenizer = smollm2_gguf
     text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}],
                                          add_generation_prompt=True, tokenize=False)
     tokens = np.array([tokenizer(text, add_special_tokens=False)["input_ids"]], np.int32)

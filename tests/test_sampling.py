@@ -30,13 +30,6 @@ def llama():
     return config, models.init_params(config, jax.random.key(1))
 
 
-def _left_padded(prompts, width):
-    tokens = np.zeros((len(prompts), width), np.int32)
-    for row, ids in enumerate(prompts):
-        tokens[row, width - len(ids):] = ids
-    return tokens, np.array([len(p) for p in prompts], np.int32)
-
-
 REFERENCE_WIDTH = 64
 
 
@@ -62,7 +55,7 @@ def _full_logits(config, params, sequences):
 def test_cached_decoding_matches_full_forward(model):
     config, params = model
     steps = 6
-    tokens, lengths = _left_padded(PROMPTS, 24)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, 24)
     logits, cache = jax.jit(sampler.prefill, static_argnums=(0, 4))(
         config, params, tokens, lengths, 24 + steps)
     fed = np.random.default_rng(0).integers(0, config.vocab_size, (len(PROMPTS), steps), np.int32)
@@ -91,7 +84,7 @@ def greedy(llama):
 
 @pytest.fixture(scope="module")
 def sampled(llama):
-    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     return sampling.sample_batch(*llama, tokens, lengths, jax.random.key(7), **SAMPLED)
 
 
@@ -122,7 +115,7 @@ def test_sampled_logprobs_are_the_tempered_model_distribution(llama, sampled):
 
 def test_padding_side_and_width_do_not_change_results(llama, greedy, sampled):
     config, params = llama
-    left, lengths = _left_padded(PROMPTS, WIDTH)
+    left, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     right = np.zeros_like(left)
     for row, ids in enumerate(PROMPTS):
         right[row, :len(ids)] = ids
@@ -141,7 +134,7 @@ def test_growing_attention_windows_change_nothing(llama, sampled):
     windows of 34 and 36 slots, then the whole cache, 39) samples what attending to the whole
     cache at every step does."""
     assert sampler.decode_windows(WIDTH, 8, 2) == ((2, 34), (4, 36), (7, 39))
-    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     for window in (2, None):
         out = sampling.sample_batch(*llama, tokens, lengths, jax.random.key(7),
                                     decode_window=window, **SAMPLED)
@@ -159,7 +152,7 @@ def test_outputs_stop_tokens_and_budgets(llama, greedy):
     config, params = llama
     stop = greedy.tokens[0][2]  # The third greedy token of prompt 0 becomes a stop token.
     budgets = [8, 8, 3, 5]
-    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     out = sampling.sample_batch(config, params, tokens, lengths, jax.random.key(0),
                                 stop_tokens=[stop], token_limits=np.array(budgets, np.int32),
                                 **GREEDY)
@@ -200,7 +193,7 @@ def test_group_samples_are_independent(sampled):
 
 def test_same_seed_same_samples(llama, sampled):
     config, params = llama
-    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     again = sampling.sample_batch(config, params, tokens, lengths, jax.random.key(7), **SAMPLED)
     other = sampling.sample_batch(config, params, tokens, lengths, jax.random.key(8), **SAMPLED)
     np.testing.assert_array_equal(again.tokens, sampled.tokens)
@@ -307,7 +300,7 @@ def test_sharded_sampling_matches_single_device(llama, sampled):
     """Batch over data×fsdp, heads/vocab over tensor, cache sharded: same samples."""
     config, params = llama
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    tokens, lengths = _left_padded(PROMPTS, WIDTH)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, WIDTH)
     out = sampling.sample_batch(config, sharding.shard_params(config, params, mesh), tokens,
                                 lengths, jax.random.key(7), mesh=mesh,
                                 rules=sharding.DEFAULT_RULES, **SAMPLED)
@@ -320,7 +313,7 @@ def test_sharded_sampling_matches_single_device(llama, sampled):
 def test_sharded_batch_must_divide_the_mesh(llama):
     config, params = llama
     mesh = sharding.make_mesh({"data": 4, "fsdp": 1, "tensor": 2})
-    tokens, lengths = _left_padded(PROMPTS[:3], 24)
+    tokens, lengths = sampling.pad_prompts(PROMPTS[:3], 24)
     with pytest.raises(ValueError, match="divide evenly"):
         sampling.sample_batch(config, params, tokens, lengths, jax.random.key(0),
                               max_new_tokens=4, mesh=mesh)
@@ -353,7 +346,7 @@ def test_bad_input_gets_a_clear_error(llama, prompts, kwargs, message):
 
 def test_sample_batch_bad_input(llama):
     config, params = llama
-    tokens, lengths = _left_padded(PROMPTS, 24)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, 24)
     rng = jax.random.key(0)
     with pytest.raises(ValueError, match="an empty prompt"):
         sampling.sample_batch(config, params, tokens, np.array([3, 0, 1, 7]), rng,

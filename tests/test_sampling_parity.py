@@ -14,8 +14,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers needs it to load GGUF models.
 
 from r1jax import sampling
-from r1jax.models import load_pretrained, load_tokenizer
-from r1jax.models.convert import smollm2_gguf_path
+from r1jax.models import load_pretrained
 
 NEW_TOKENS = 64
 TINY_SHAPE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -93,13 +92,9 @@ def test_tiny_greedy_matches_transformers(tiny):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def smollm2(smollm2_gguf):
     """(r1jax config, params, tokenizer, chat prompts, transformers model) for SmolLM2."""
-    try:
-        path = smollm2_gguf_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    tokenizer = load_tokenizer(path, cache_dir=tmp_path_factory.mktemp("tokenizers"))
+    path, tokenizer = smollm2_gguf
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
                                              add_generation_prompt=True, tokenize=True)
                for q in QUESTIONS]

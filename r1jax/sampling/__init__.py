@@ -4,6 +4,6 @@
                        n=16, temperature=1.0, stop_tokens=(eos,), mesh=mesh, rules=rules)
     completions = generate(config, params, [[1, 2, 3], [4, 5]], max_new_tokens=64)
 """
-from r1jax.sampling.generate import Completions, generate
+from r1jax.sampling.generate import Completions, generate, pad_prompts
 from r1jax.sampling.sampler import SampleOutput, sample_batch
 from r1jax.sampling.strategies import Strategy

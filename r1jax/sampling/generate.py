@@ -112,8 +112,12 @@ def _calls(prompts: list[list[int]], width_limit: int, prompts_per_call: int):
         yield bucket_width(len(prompts[indices[-1]]), width_limit), indices
 
 
-def _left_padded(prompts: list[list[int]], width: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """int32[rows, width] left-padded tokens and int32[rows] lengths; spare rows repeat row 0."""
+def pad_prompts(prompts: Sequence[Sequence[int]], width: int,
+                rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The host arrays `sample_batch` takes: (int32[rows, width] left-padded tokens (0 before
+    each prompt), int32[rows] lengths). rows defaults to len(prompts); spare rows repeat the
+    first prompt, a valid row whose completions the caller drops."""
+    rows = len(prompts) if rows is None else rows
     tokens = np.zeros((rows, width), np.int32)
     lengths = np.zeros((rows,), np.int32)
     for r in range(rows):
@@ -158,7 +162,7 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
         for call, (width, indices) in enumerate(
                 _calls(prompts, config.max_seq_len, prompts_per_call)):
             rows = _batch_rows(len(indices), mesh)
-            batch, lengths = _left_padded([prompts[i] for i in indices], width, rows)
+            batch, lengths = pad_prompts([prompts[i] for i in indices], width, rows)
             limits = np.ones((rows,), np.int32)  # Spare rows stop after one token.
             limits[:len(indices)] = [budgets[i] for i in indices]
             out = sampler.sample_batch(

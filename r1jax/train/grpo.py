@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from r1jax import rewards as rewards_lib, sharding
+from r1jax import sampling
 from r1jax.sampling import sampler
 from r1jax.losses import grpo as grpo_lib
 from r1jax.losses.sft import token_entropy, token_logprobs
@@ -152,7 +153,7 @@ def _sample(state, records, prompt_ids, rng):
     cfg, rl = state.config, state.config.rl
     g = rl.num_generations
     prompt_tokens, prompt_lengths = sharding.all_rows(
-        prompts_lib.left_pad(prompt_ids, state.iterator.width))
+        sampling.pad_prompts(prompt_ids, state.iterator.width))
     out = sharding.all_rows(sampler.sample_batch(
         state.model_config, state.params, prompt_tokens, prompt_lengths, rng,
         max_new_tokens=rl.max_new_tokens, n=rl.num_generations, temperature=rl.temperature,

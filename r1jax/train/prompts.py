@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 import jax
-import numpy as np
 
 from r1jax import data
 
@@ -66,11 +65,3 @@ class PromptIterator:
     def set_state(self, state: dict):
         self._batches.set_state(state)
 
-
-def left_pad(token_ids: list[list[int]], width: int, pad_id: int = 0):
-    """(int32[B, width] left-padded tokens, int32[B] lengths)."""
-    tokens = np.full((len(token_ids), width), pad_id, np.int32)
-    lengths = np.array([len(ids) for ids in token_ids], np.int32)
-    for row, ids in enumerate(token_ids):
-        tokens[row, width - len(ids):] = ids
-    return tokens, lengths
