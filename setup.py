@@ -22,6 +22,8 @@ setuptools.setup(
         "math-verify",
         "etils[epath]",
         "gguf",
+        # transformers reads a GGUF file's tokenizer (the default model's) with torch; CPU is enough.
+        "torch==2.13.0",
         "safetensors",
         "tensorboardX",
         "tqdm",
@@ -31,13 +33,12 @@ setuptools.setup(
         "test": [
             "pytest",
             "pytest-xdist",
-            "torch==2.13.0",
             "accelerate",
             "nbclient",
             "nbformat",
             "ipykernel",
             "matplotlib",
         ],
-        "bench": ["torch==2.13.0", "accelerate", "trl"],
+        "bench": ["accelerate", "trl"],
     },
 )
