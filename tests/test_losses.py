@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.losses import grpo, sft
+from r1jax.losses import grpo, logprobs, sft
 
 
 def _paper_grpo(logp, old, ref, adv, mask, eps_low, eps_high, beta, aggregation):
@@ -111,7 +111,7 @@ def test_sft_loss_matches_manual_cross_entropy():
             n += 1
     np.testing.assert_allclose(float(metrics["cross_entropy"]), nll / n, rtol=1e-5)
     np.testing.assert_allclose(float(loss), nll / n + 1e-3 * z / n, rtol=1e-5)
-    entropy = sft.token_entropy(jnp.asarray(logits))
+    entropy = logprobs.token_entropy(jnp.asarray(logits))
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     np.testing.assert_allclose(entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)

@@ -4,18 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """float32[B, T] log p(targets) from float32[B, T, V] logits and int32[B, T] targets."""
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - logz
-
-
-def token_entropy(logits: jax.Array) -> jax.Array:
-    """float32[B, T] entropy of the softmax over float32[B, T, V] logits."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -(jnp.exp(logp) * logp).sum(axis=-1)
+from r1jax.losses.logprobs import token_logprobs
 
 
 def sft_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array, *,
@@ -28,8 +17,7 @@ def sft_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array, *,
       z_loss: coefficient of PaLM's log²Z penalty that keeps the softmax normaliser near 1.
     """
     logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = logz - picked
+    nll = -token_logprobs(logits, targets)
     tokens = jnp.maximum(weights.sum(), 1.0)
     ce = (nll * weights).sum() / tokens
     loss = ce + z_loss * (jnp.square(logz) * weights).sum() / tokens

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import models, sharding
+from r1jax.losses import logprobs as logprobs_lib
 from r1jax.sampling import strategies
 from r1jax.sampling.strategies import Strategy
 
@@ -160,7 +161,7 @@ def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: St
             stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
     """Samples step `state.step`'s token from float32[N, V] logits and books it."""
     token = strategies.sample(logits, jax.random.fold_in(rng, state.step), strategy)
-    logprob = strategies.token_logprobs(logits, token, strategy.temperature)
+    logprob = logprobs_lib.token_logprobs(logits, token, strategy.temperature)
     active = ~state.done
     token = jnp.where(active, token, 0)
     logprob = jnp.where(active, logprob, 0.0)

@@ -124,16 +124,3 @@ def sample(logits: jax.Array, rng: jax.Array, strategy: Strategy) -> jax.Array:
         return argmax(logits)
     noise = jax.random.gumbel(rng, logits.shape, logits.dtype)
     return argmax(sampling_logits(logits, strategy) + noise)
-
-
-def token_logprobs(logits: jax.Array, tokens: jax.Array, temperature: float = 1.0) -> jax.Array:
-    """float32[N] log-probabilities of int32[N] tokens under float32[N, V] logits / temperature
-    (temperature 0, greedy: the logits as they are).
-
-    Not truncated by top-k / top-p: the tempered policy is what GRPO's ratio and KL compare (the
-    trainer divides its logits by the same temperature), as in TRL and verl.
-    """
-    if temperature > 0:
-        logits = logits / jnp.float32(temperature)
-    chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
-    return chosen - jax.nn.logsumexp(logits, axis=-1)

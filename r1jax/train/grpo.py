@@ -23,7 +23,7 @@ from r1jax import rewards as rewards_lib, sharding
 from r1jax import sampling
 from r1jax.sampling import sampler
 from r1jax.losses import grpo as grpo_lib
-from r1jax.losses.sft import token_entropy, token_logprobs
+from r1jax.losses.logprobs import token_entropy, token_logprobs
 from r1jax.models import transformer
 from r1jax.train import loop, prompts as prompts_lib, state as setup, step as step_lib
 
