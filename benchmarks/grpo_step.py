@@ -122,8 +122,8 @@ def run_r1jax(steps: int) -> dict:
 
 def r1jax_prompts(config, tokenizer, steps: int):
     """The records and prompt token ids r1jax's trainer takes in its first `steps` steps."""
-    from r1jax.train import prompts as prompts_lib
-    iterator = prompts_lib.PromptIterator(
+    from r1jax import data
+    iterator = data.PromptIterator(
             config.data, tokenizer, global_batch_size=config.rl.prompts_per_step,
             max_prompt_len=config.rl.max_prompt_len, seed=config.data.seed)
     records, token_ids = [], []
@@ -168,7 +168,7 @@ def run_trl(config, steps: int, threads: int) -> dict:
     import transformers
     import trl
     from r1jax import rewards
-    from r1jax.eval.evaluate import stop_tokens
+    from r1jax.models import stop_tokens
     from r1jax.models import load_tokenizer
 
     rl, opt = config.rl, config.optimizer

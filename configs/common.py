@@ -21,6 +21,15 @@ def smollm2_path() -> str:
     return smollm2_gguf_path()
 
 
+def variant_name(arg: str, variants: dict, *, stage: str, default: str = "cpu") -> str:
+    """The variant `arg` names (empty: `default`); an unknown name lists the known ones."""
+    name = arg or default
+    if name not in variants:
+        raise ValueError(f"unknown {stage} config variant {name!r}; choose one of "
+                         f"{sorted(variants)} (empty means {default!r}).")
+    return name
+
+
 def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
     """The sections every stage has; a stage's file adds its own (rl, sft) and sets values."""
     config = ml_collections.ConfigDict()

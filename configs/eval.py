@@ -13,13 +13,37 @@ Variants:
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = ("greedy", "r1", "tiny")
+from configs import common
+
+
+def _greedy(config: ml_collections.ConfigDict):
+    del config  # The defaults are greedy.
+
+
+def _r1(config: ml_collections.ConfigDict):
+    config.k = 64
+    config.temperature = 0.6
+    config.top_p = 0.95
+    config.max_new_tokens = 32768
+    config.pass_ks = (1, 8, 64)
+
+
+def _tiny(config: ml_collections.ConfigDict):
+    config.template = "plain"
+    config.k = 4
+    config.temperature = 1.0
+    config.max_new_tokens = 8
+    config.pass_ks = (1, 2, 4)
+    config.batch_size = 8
+    config.max_problems = 4
+
+
+VARIANTS = {"greedy": _greedy, "r1": _r1, "tiny": _tiny}
 
 
 def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
     """The variant named `arg` (see the module docstring)."""
-    if arg not in VARIANTS:
-        raise ValueError(f"unknown eval config variant {arg!r}; choose one of {VARIANTS}")
+    variant = common.variant_name(arg, VARIANTS, stage="eval", default="greedy")
     config = ml_collections.ConfigDict()
     config.template = "chat"  # r1jax.data.templates name or a "{question}" format string.
     config.system = config_dict.placeholder(str)  # Chat system prompt; None: the template's default.
@@ -31,20 +55,7 @@ def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
     config.pass_ks = (1,)  # Unbiased pass@k' estimates to report, each k' <= k.
     config.batch_size = 64  # Completions per sampler call.
     config.seed = 0
-    config.max_problems = config_dict.placeholder(int)  # None: every problem.
+    config.max_problems = config_dict.placeholder(int)  # None: every problem; 0: none.
 
-    if arg == "r1":
-        config.k = 64
-        config.temperature = 0.6
-        config.top_p = 0.95
-        config.max_new_tokens = 32768
-        config.pass_ks = (1, 8, 64)
-    elif arg == "tiny":
-        config.template = "plain"
-        config.k = 4
-        config.temperature = 1.0
-        config.max_new_tokens = 8
-        config.pass_ks = (1, 2, 4)
-        config.batch_size = 8
-        config.max_problems = 4
+    VARIANTS[variant](config)
     return config

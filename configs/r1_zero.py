@@ -12,12 +12,83 @@ Variants:
             (`:qwen2_5_7b`) and one 8×H100 host (`:qwen2_5_1_5b`). Set --config.model.path.
 """
 
+import functools
+
 import ml_collections
 
 from configs import common
 
+
+def _cpu(config: ml_collections.ConfigDict):
+    # 2-digit addition, where SmolLM2-135M-Instruct starts near 22% greedy. β = 0 (as DAPO)
+    # skips the reference forward pass; 4 prompts × 8 keep a step ~15 s on 2 cores.
+    config.model.path = common.smollm2_path()
+    config.data.update(kind="arithmetic", name="addition_2d",
+                       template="chat:{question} Reply with just the number.",
+                       generate=dict(operations="+", digits=2, num_train=5000,
+                                     num_test=200, seed=0))
+    config.rl.update(prompts_per_step=4)
+    config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
+    config.train.update(num_steps=30, eval_every=10, checkpoint_every=10)
+    config.eval.update(max_problems=200, max_new_tokens=16)
+
+
+def _tiny(config: ml_collections.ConfigDict):
+    config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(),
+                        vocab_size=49152, max_seq_len=256)
+    config.data.update(kind="arithmetic", name="addition_1d", template="plain",
+                       generate=dict(operations="+", digits=1, num_train=256,
+                                     num_test=32, seed=0))
+    config.rl.update(prompts_per_step=8, num_generations=4, max_new_tokens=8, beta=0.04)
+    # A random model never answers right; the share of English words in its babble varies,
+    # so tests and notebooks see non-zero rewards, advantages and updates.
+    config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0,
+                                                "language_consistency": 0.5})
+    config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
+    config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
+    config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8)
+
+
+def _smollm2(config: ml_collections.ConfigDict):
+    config.model.path = common.smollm2_path()
+    config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
+                       test_fraction=0.05, template="r1_zero")
+    config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 0.2})
+    config.rl.update(max_prompt_len=256, max_new_tokens=256, beta=0.001)
+    config.optimizer.update(learning_rate=1e-6)
+    config.train.update(num_steps=200, eval_every=50, checkpoint_every=50)
+    config.eval.update(max_problems=100, max_new_tokens=256)
+
+
+def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
+    config.model.update(path=f"/path/to/{model}", dtype="bfloat16", max_seq_len=8192)
+    config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
+                       test_fraction=0.05, template="r1_zero")
+    config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 0.5})
+    config.rl.update(prompts_per_step=32, num_generations=16, max_prompt_len=512,
+                     max_new_tokens=4096, beta=0.001, ref_update_every=400,
+                     num_micro_batches=8)
+    config.optimizer.update(learning_rate=3e-6, warmup_steps=20)
+    config.train.update(num_steps=8000, eval_every=200, checkpoint_every=100)
+    config.eval.update(max_problems=500, k=16, temperature=0.6, top_p=0.95,
+                       max_new_tokens=4096, batch_size=64, pass_ks=(1, 16))
+    config.mesh.shape = mesh
+
+
+VARIANTS = {
+    "cpu": _cpu,
+    "tiny": _tiny,
+    "smollm2": _smollm2,
+    "qwen2_5_1_5b": functools.partial(_paper_recipe, model="qwen2_5_1_5b",
+                                      mesh={"data": 1, "fsdp": 8, "tensor": 1}),
+    "qwen2_5_7b": functools.partial(_paper_recipe, model="qwen2_5_7b",
+                                    mesh={"data": 4, "fsdp": 8, "tensor": 2}),
+}
+
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    variant = arg or "cpu"
+    variant = common.variant_name(arg, VARIANTS, stage="r1_zero")
     config = common.base_config("grpo", variant)
 
     config.rl = ml_collections.ConfigDict(dict(
@@ -44,58 +115,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Reward name -> weight; parameters of a reward go under rewards_params.<name>.
     config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0})
     config.rewards_params = ml_collections.ConfigDict()
-
-    if variant == "cpu":
-        # 2-digit addition, where SmolLM2-135M-Instruct starts near 22% greedy. β = 0 (as DAPO)
-        # skips the reference forward pass; 4 prompts × 8 keep a step ~15 s on 2 cores.
-        config.model.path = common.smollm2_path()
-        config.data.update(kind="arithmetic", name="addition_2d",
-                           template="chat:{question} Reply with just the number.",
-                           generate=dict(operations="+", digits=2, num_train=5000,
-                                         num_test=200, seed=0))
-        config.rl.update(prompts_per_step=4)
-        config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
-        config.train.update(num_steps=30, eval_every=10, checkpoint_every=10)
-        config.eval.update(max_problems=200, max_new_tokens=16)
-    elif variant == "tiny":
-        config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(),
-                            vocab_size=49152, max_seq_len=256)
-        config.data.update(kind="arithmetic", name="addition_1d", template="plain",
-                           generate=dict(operations="+", digits=1, num_train=256,
-                                         num_test=32, seed=0))
-        config.rl.update(prompts_per_step=8, num_generations=4, max_new_tokens=8, beta=0.04)
-        # A random model never answers right; the share of English words in its babble varies,
-        # so tests and notebooks see non-zero rewards, advantages and updates.
-        config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0,
-                                                    "language_consistency": 0.5})
-        config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
-        config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
-        config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8)
-    elif variant == "smollm2":
-        config.model.path = common.smollm2_path()
-        config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
-                           test_fraction=0.05, template="r1_zero")
-        config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 0.2})
-        config.rl.update(max_prompt_len=256, max_new_tokens=256, beta=0.001)
-        config.optimizer.update(learning_rate=1e-6)
-        config.train.update(num_steps=200, eval_every=50, checkpoint_every=50)
-        config.eval.update(max_problems=100, max_new_tokens=256)
-    elif variant in ("qwen2_5_1_5b", "qwen2_5_7b"):
-        config.model.update(path=f"/path/to/{variant}", dtype="bfloat16", max_seq_len=8192)
-        config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
-                           test_fraction=0.05, template="r1_zero")
-        config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 0.5})
-        config.rl.update(prompts_per_step=32, num_generations=16, max_prompt_len=512,
-                         max_new_tokens=4096, beta=0.001, ref_update_every=400,
-                         num_micro_batches=8)
-        config.optimizer.update(learning_rate=3e-6, warmup_steps=20)
-        config.train.update(num_steps=8000, eval_every=200, checkpoint_every=100)
-        config.eval.update(max_problems=500, k=16, temperature=0.6, top_p=0.95,
-                           max_new_tokens=4096, batch_size=64, pass_ks=(1, 16))
-        config.mesh.shape = ({"data": 1, "fsdp": 8, "tensor": 1} if variant == "qwen2_5_1_5b"
-                             else {"data": 4, "fsdp": 8, "tensor": 2})
-    else:
-        raise ValueError(f"Unknown r1_zero variant {variant!r}; choose one of: (empty), tiny, "
-                         "smollm2, qwen2_5_1_5b, qwen2_5_7b.")
-    config.data.data_dir = common.DATA_DIR
+    VARIANTS[variant](config)
     return config

@@ -64,8 +64,7 @@ def load_problems(data: str, reward: str, data_dir: str | None = None, split: st
         return jsonl.read_records(data, RECORD_KINDS.get(reward, "math"))
     if data_dir is None:
         raise ValueError(f"--data={data} is not a file, so it names a prepared data set: pass --data_dir too")
-    source = builders.load(data, data_dir, split)
-    return [source[i] for i in range(len(source))]
+    return list(builders.load(data, data_dir, split))
 
 
 def _checkpoint_location(path: str) -> tuple[str, int | None] | None:

@@ -23,9 +23,8 @@ import sys
 import tqdm
 from absl import app, flags
 
-from r1jax import models, sampling
+from r1jax import data, models, sampling
 from r1jax.data import templates
-from r1jax.eval import evaluate
 
 FLAGS = flags.FLAGS
 
@@ -102,9 +101,9 @@ def main(argv):
     overrides = {"dtype": FLAGS.dtype} if FLAGS.dtype else {}
     config, params = models.load_pretrained(FLAGS.model, **overrides)
     tokenizer = models.load_tokenizer(FLAGS.model)
-    inputs = [evaluate.model_input(tokenizer, FLAGS.template, r["question"], FLAGS.system)[1]
+    inputs = [data.encode_prompt(tokenizer, FLAGS.template, r["question"], FLAGS.system)[1]
               for r in records]
-    n, stops = FLAGS.n, evaluate.stop_tokens(tokenizer)
+    n, stops = FLAGS.n, models.stop_tokens(tokenizer)
     per_chunk = max(1, FLAGS.batch_size // max(n, 1))
     output = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w")
     try:

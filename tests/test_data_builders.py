@@ -50,7 +50,7 @@ def test_gsm8k_answers_verify_against_their_worked_solutions(gsm8k_dir):
         pytest.skip("r1jax.rewards.get is not written yet (rewards issue)")
     math_accuracy = rewards.get("math_accuracy")
     source = builders.load("gsm8k", gsm8k_dir, "train")
-    records = [source[i] for i in range(len(source))]
+    records = list(source)
     finals = [json.loads(line)["answer"].rpartition("####")[2].strip() for line in GSM8K.open()]
     completions = [f"<think>{r['solution']}</think> <answer>{final}</answer>" for r, final in zip(records, finals)]
     scores = math_accuracy([r["question"] for r in records], completions, answer=[r["answer"] for r in records])

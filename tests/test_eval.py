@@ -10,7 +10,7 @@ import transformers
 from tokenizers import decoders, models as bpe_models, pre_tokenizers, processors
 
 from configs import eval as eval_configs
-from r1jax import models, sampling
+from r1jax import data, models, sampling
 from r1jax.data import templates
 from r1jax.eval import evaluate as evaluation
 from r1jax.eval import metrics
@@ -98,22 +98,22 @@ def test_scripted_completions_are_scored_voted_and_aggregated(monkeypatch):
 
 def test_stop_tokens_include_chat_end_tokens():
     tokenizer = types.SimpleNamespace(eos_token_id=7, get_vocab=lambda: {"<|im_end|>": 3, "<|eot_id|>": 9, "x": 1})
-    assert evaluation.stop_tokens(tokenizer) == (3, 7, 9)
-    assert evaluation.stop_tokens(byte_tokenizer()) == (byte_tokenizer().eos_token_id,)
+    assert models.stop_tokens(tokenizer) == (3, 7, 9)
+    assert models.stop_tokens(byte_tokenizer()) == (byte_tokenizer().eos_token_id,)
 
 
 def test_model_input_writes_an_added_bos_into_the_prompt_text():
     plain = byte_tokenizer()
-    text, ids = evaluation.model_input(plain, "Q: {question}", "hi")
+    text, ids = data.encode_prompt(plain, "Q: {question}", "hi")
     assert text == "Q: hi" and ids == plain.encode("Q: hi", add_special_tokens=False)
 
     with_bos = byte_tokenizer(with_bos=True)
-    text, ids = evaluation.model_input(with_bos, "Q: {question}", "hi")
+    text, ids = data.encode_prompt(with_bos, "Q: {question}", "hi")
     assert text == "<s>Q: hi" and ids[0] == with_bos.bos_token_id
     assert with_bos.encode(text, add_special_tokens=False) == ids  # The text is exactly the model's input.
 
     # A chat template carries its own special tokens: nothing is added to it.
-    text, ids = evaluation.model_input(with_bos, "chat", "hi")
+    text, ids = data.encode_prompt(with_bos, "chat", "hi")
     assert text == templates.render_prompt("chat", "hi", with_bos)
     assert ids == with_bos.encode(text, add_special_tokens=False)
 

@@ -11,7 +11,8 @@ import pytest
 from configs import r1_zero
 from r1jax import models, sampling
 from r1jax.losses import grpo as grpo_lib
-from r1jax.train import grpo
+from r1jax.train import grpo, rollouts, run
+from r1jax.train.rollouts import Rollouts
 
 CONFIG = models.preset("tiny_llama")
 
@@ -22,11 +23,14 @@ def _rollout_batch(rng, n=8, p=5, c=6):
     for i, length in enumerate(lengths):
         prompt[i, p - length:] = rng.integers(1, CONFIG.vocab_size, length)
     mask = (np.arange(c)[None] < rng.integers(1, c + 1, n)[:, None]).astype(np.float32)
-    return dict(prompt_tokens=prompt, prompt_lengths=lengths.astype(np.int32),
-                completions=(rng.integers(1, CONFIG.vocab_size, (n, c)) * mask).astype(np.int32),
-                mask=mask, old_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
-                ref_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
-                advantages=rng.normal(size=n).astype(np.float32))
+    return Rollouts(
+        prompt_tokens=prompt, prompt_lengths=lengths.astype(np.int32),
+        completions=(rng.integers(1, CONFIG.vocab_size, (n, c)) * mask).astype(np.int32),
+        mask=mask, logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
+        ref_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
+        advantages=rng.normal(size=n).astype(np.float32), rewards=np.zeros(n, np.float32),
+        reward_failed=np.zeros(n, bool), lengths=mask.sum(1).astype(np.int32),
+        finished_by_stop=np.ones(n, bool))
 
 
 @pytest.mark.parametrize("aggregation", grpo_lib.AGGREGATIONS)
@@ -38,10 +42,11 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
         rl = ml_collections.ConfigDict(dict(
             num_micro_batches=micro, aggregation=aggregation, beta=0.04, eps_low=0.2,
             eps_high=0.28, temperature=1.0))
-        new_params, _, metrics = grpo.grpo_update(
-            params, optax.sgd(1.0).init(params), batch, model_config=CONFIG,
-            optimizer=optax.sgd(1.0), rl=rl, nan_policy="stop")
-        results.append((new_params, metrics["loss"]))
+        state = run.TrainState(params=params, opt_state=optax.sgd(1.0).init(params),
+                               reference=None, updates=jnp.zeros((), jnp.int32))
+        new_state, metrics = grpo.grpo_update(state, batch, model_config=CONFIG,
+                                              optimizer=optax.sgd(1.0), rl=rl, nan_policy="stop")
+        results.append((new_state.params, metrics["loss"]))
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -55,9 +60,9 @@ def test_completion_logprobs_match_a_plain_forward_pass(temperature):
     logprobs, _ = grpo.completion_logprobs(CONFIG, params, jax.tree.map(jnp.asarray, batch),
                                            temperature)
     for i in range(3):
-        prompt = batch["prompt_tokens"][i, -batch["prompt_lengths"][i]:]
-        length = int(batch["mask"][i].sum())
-        seq = np.concatenate([prompt, batch["completions"][i, :length]])[None]
+        prompt = batch.prompt_tokens[i, -batch.prompt_lengths[i]:]
+        length = int(batch.mask[i].sum())
+        seq = np.concatenate([prompt, batch.completions[i, :length]])[None]
         logits = models.logits(CONFIG, params, jnp.asarray(seq))[0]
         logp = jax.nn.log_softmax(logits / temperature)
         expected = [logp[len(prompt) - 1 + j, seq[0, len(prompt) + j]] for j in range(length)]
@@ -75,8 +80,9 @@ def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
     lengths = np.array([len(p) for p in prompts], np.int32)
     out = sampling.sample_batch(CONFIG, params, tokens, lengths, jax.random.key(0),
                                 max_new_tokens=6, n=2, temperature=0.6, top_k=50, top_p=0.9)
-    batch = dict(prompt_tokens=np.repeat(tokens, 2, axis=0), prompt_lengths=np.repeat(lengths, 2),
-                 completions=out.tokens, mask=out.mask.astype(np.float32))
+    batch = _rollout_batch(np.random.default_rng(0), n=8).replace(
+        prompt_tokens=np.repeat(tokens, 2, axis=0), prompt_lengths=np.repeat(lengths, 2),
+        completions=out.tokens, mask=out.mask.astype(np.float32))
     logprobs, _ = grpo.completion_logprobs(CONFIG, params, batch, 0.6)
     mask = np.asarray(out.mask)
     np.testing.assert_allclose(np.asarray(logprobs)[mask], np.asarray(out.logprobs)[mask],
@@ -85,7 +91,8 @@ def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
 
 def test_select_groups_keeps_groups_with_a_signal():
     rewards = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0.5, 1, 0.5, 0.5], np.float32)
-    np.testing.assert_array_equal(grpo.select_groups(rewards, 3), [False, False, True, True])
+    np.testing.assert_array_equal(rollouts.informative_groups(rewards, 3),
+                                  [False, False, True, True])
 
 
 @pytest.mark.parametrize("key,value,message", [

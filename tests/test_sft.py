@@ -23,8 +23,8 @@ def _examples(rng, lengths):
 
 def _loss_sum_and_grads(params, arrays):
     def total(p):
-        loss, metrics = sft_loss(sft.sft_logits(CONFIG, p, arrays), arrays["targets"],
-                                 arrays["weights"])
+        loss, metrics = sft_loss(sft.sft_logits(CONFIG, p, arrays), arrays.targets,
+                                 arrays.weights)
         return loss * metrics["tokens"]
     return jax.value_and_grad(total)(params)
 
@@ -35,7 +35,7 @@ def test_packed_batch_equals_examples_one_by_one():
     params = models.init_params(CONFIG, jax.random.key(0))
     packed, stats = packing.pack(examples, 32)
     assert stats["rows"] < len(examples)  # really packed several per row
-    assert packed["segment_ids"].max() >= 2
+    assert packed.segment_ids.max() >= 2
     packed = jax.tree.map(jnp.asarray, packed)
     loss, grads = _loss_sum_and_grads(params, packed)
 
@@ -54,11 +54,11 @@ def test_prompt_targets_never_contribute():
     rng = np.random.default_rng(1)
     arrays, _ = packing.pack(_examples(rng, [12, 10, 7]), 32)
     params = models.init_params(CONFIG, jax.random.key(1))
-    changed = dict(arrays)
-    untrained = arrays["weights"] == 0
-    changed["targets"] = np.where(untrained, rng.integers(1, CONFIG.vocab_size, untrained.shape),
-                                  arrays["targets"]).astype(np.int32)
-    assert (changed["targets"] != arrays["targets"]).any()
+    untrained = arrays.weights == 0
+    changed = arrays.replace(targets=np.where(
+        untrained, rng.integers(1, CONFIG.vocab_size, untrained.shape), arrays.targets
+    ).astype(np.int32))
+    assert (changed.targets != arrays.targets).any()
     l1, g1 = _loss_sum_and_grads(params, jax.tree.map(jnp.asarray, arrays))
     l2, g2 = _loss_sum_and_grads(params, jax.tree.map(jnp.asarray, changed))
     assert float(l1) == float(l2)
@@ -75,7 +75,7 @@ def test_pack_counts_truncated_and_dropped():
     arrays, stats = packing.pack(examples, 16, overlong="truncate")
     assert stats["truncated"] == 2 and stats["rows"] == 3
     # Targets are the next tokens of the same example: shift is done before packing.
-    np.testing.assert_array_equal(arrays["targets"][1, :7], examples[1].ids[1:8])
+    np.testing.assert_array_equal(arrays.targets[1, :7], examples[1].ids[1:8])
     with pytest.raises(ValueError, match="overlong"):
         packing.pack(examples, 16, overlong="cut")
 
@@ -84,5 +84,5 @@ def test_padding_mode_puts_one_example_per_row():
     rng = np.random.default_rng(3)
     arrays, stats = packing.pack(_examples(rng, [5, 6, 7]), 16, packing=False)
     assert stats["rows"] == 3
-    assert arrays["segment_ids"].max() == 1
-    np.testing.assert_array_equal(arrays["positions"][2, :6], np.arange(6))
+    assert arrays.segment_ids.max() == 1
+    np.testing.assert_array_equal(arrays.positions[2, :6], np.arange(6))

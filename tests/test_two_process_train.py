@@ -20,7 +20,7 @@ import pytest
 
 from configs import cold_start_sft, r1_zero
 from r1jax import checkpoint
-from r1jax.train import prompts
+from r1jax import data
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # An idle 2-core machine needs ~60 s for all three processes together.
@@ -64,7 +64,7 @@ def prepare_data(stage: str, data_dir: pathlib.Path):
     config = STAGES[stage][0].get_config("tiny")
     config.data.data_dir = str(data_dir)
     for split in (config.data.train_split, config.data.eval_split):
-        prompts.open_split(config.data, split)
+        data.open_split(config.data, split)
 
 
 def run_all(commands: list[tuple[list[str], dict]]):

@@ -284,8 +284,9 @@ def _swap_in(new: epath.Path, final: epath.Path, aside: epath.Path) -> None:
 class RecordSource(Sequence):
     """Random access to one split of a prepared data set, as plain Python records.
 
-    len(source) and source[i] (0 <= i < len, or negative); records are dicts of str, int and
-    lists (chat records have "messages", a list of {"role", "content"}).
+    len(source), source[i] (0 <= i < len, or negative), source[a:b] (a list) and list(source);
+    records are dicts of str, int and lists (chat records have "messages", a list of
+    {"role", "content"}).
     """
 
     def __init__(self, data_source, name: str, split: str):
@@ -295,7 +296,9 @@ class RecordSource(Sequence):
     def __len__(self) -> int:
         return len(self._data_source)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
         index = int(index)
         if not -len(self) <= index < len(self):  # IndexError also ends Sequence iteration.
             raise IndexError(f"index {index} out of range for {self.name}/{self.split} of {len(self)} records")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import flax.struct
 import numpy as np
 
 from r1jax.data import templates
@@ -25,6 +26,33 @@ class Example:
 
     ids: list
     trained: list
+
+
+@flax.struct.dataclass
+class Batch:
+    """Packed SFT rows, each array [R, seq_len].
+
+    Attributes:
+      inputs: int32 tokens fed to the model; targets: int32 the next token of each position.
+      weights: float32, 1 where the target is trained on.
+      positions: int32, restarting at 0 for each packed example; segment_ids: int32, 1, 2, ...
+        per example in the row, 0 on padding (segments never attend to each other).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    positions: np.ndarray
+    segment_ids: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return self.inputs.shape[0]
+
+    def take(self, rows) -> "Batch":
+        """The rows `rows` (int[M] or a slice)."""
+        return Batch(*(np.asarray(x)[rows] for x in
+                       (self.inputs, self.targets, self.weights, self.positions, self.segment_ids)))
 
 
 def chat_example(messages: Sequence[dict], tokenizer: Any, *, train_on: str = "assistant"
@@ -83,12 +111,11 @@ def r1_completion(solution: str, answer: str) -> str:
 
 
 def pack(examples: Sequence[Example], seq_len: int, *, packing: bool = True,
-         overlong: str = "truncate") -> tuple[dict, dict]:
+         overlong: str = "truncate") -> tuple[Batch, dict]:
     """Packs examples, in order, into rows of seq_len (next-fit) or one per row (packing=False).
 
     Returns:
-      (arrays, stats): arrays int32/float32[R, seq_len] "inputs", "targets", "weights",
-      "positions", "segment_ids"; stats counts "examples", "rows", "truncated", "dropped",
+      (rows, stats): a Batch of R rows; stats counts "examples", "rows", "truncated", "dropped",
       "untrained" (examples with no trained token left after truncation are dropped too) and
       "fill" (share of non-padding tokens).
     """
@@ -115,11 +142,11 @@ def pack(examples: Sequence[Example], seq_len: int, *, packing: bool = True,
         used += len(inputs)
     arrays = _to_arrays(rows, seq_len)
     stats["rows"] = len(rows)
-    stats["fill"] = float((arrays["segment_ids"] > 0).mean()) if rows else 0.0
+    stats["fill"] = float((arrays.segment_ids > 0).mean()) if rows else 0.0
     return arrays, stats
 
 
-def _to_arrays(rows: list[list[tuple]], seq_len: int) -> dict:
+def _to_arrays(rows: list[list[tuple]], seq_len: int) -> Batch:
     shape = (len(rows), seq_len)
     out = {name: np.zeros(shape, np.int32)
            for name in ("inputs", "targets", "positions", "segment_ids")}
@@ -134,4 +161,4 @@ def _to_arrays(rows: list[list[tuple]], seq_len: int) -> dict:
             out["positions"][r, start:end] = np.arange(len(inputs))
             out["segment_ids"][r, start:end] = segment
             start = end
-    return out
+    return Batch(**out)

@@ -106,6 +106,26 @@ def prompt_text(record: dict) -> str:
     raise KeyError(f"record {record.get('id')!r} has neither 'question' nor 'prompt' (fields: {sorted(record)})")
 
 
+def encode_prompt(tokenizer: Any, template: str, question: str,
+                system: str | None = None) -> tuple[str, list[int]]:
+    """The prompt text and token ids the model is given for one question.
+
+    Chat templates carry their special tokens in the text; format templates get the tokenizer's own (e.g. Llama 3's BOS). A
+    BOS added that way is written in front of the returned text, so the text is exactly what the
+    model reads.
+
+    Returns:
+      (text: str, ids: list[int]).
+    """
+    text = templates.render_prompt(template, question, tokenizer, system)
+    add_special_tokens = not templates.is_chat_template(template)
+    ids = list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+    bos = tokenizer.bos_token
+    if add_special_tokens and bos and ids[:1] == [tokenizer.bos_token_id] and not text.startswith(bos):
+        text = bos + text
+    return text, ids
+
+
 def tokenize_prompts(records: Sequence[dict], tokenizer: Any, template: str, max_prompt_len: int,
                      system: str | None = None) -> tuple[list[dict], list[list[int]], dict[str, int]]:
     """Renders and tokenises prompts, dropping (and counting) those longer than max_prompt_len.
@@ -124,11 +144,9 @@ def tokenize_prompts(records: Sequence[dict], tokenizer: Any, template: str, max
       (kept records, their token ids (list of int lists, unpadded),
        stats {"num_prompts", "num_kept", "filtered_too_long"}).
     """
-    add_special_tokens = not templates.is_chat_template(template)
     kept, token_ids = [], []
     for record in records:
-        text = templates.render_prompt(template, prompt_text(record), tokenizer, system=system)
-        ids = tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        _, ids = encode_prompt(tokenizer, template, prompt_text(record), system)
         if len(ids) <= max_prompt_len:
             kept.append(record)
             token_ids.append(list(ids))

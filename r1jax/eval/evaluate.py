@@ -20,15 +20,10 @@ from typing import Any
 
 import tqdm
 
-from r1jax import rewards, sampling
-from r1jax.data import pipeline, templates
+from r1jax import models, rewards, sampling
+from r1jax.data import pipeline
 from r1jax.eval import metrics
 from r1jax.rewards import math as math_rewards
-
-# End-of-turn tokens of the chat formats r1jax's models use (ChatML for Qwen and SmolLM, Llama 3,
-# Gemma): an instruct model ends its reply with one of them, which is not always the tokenizer's eos.
-CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>")
-
 
 _PLAIN_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
@@ -56,36 +51,6 @@ def math_ballot(completion: str) -> str | None:
 # Per reward: a completion's ballot in the cons@k vote, its normalised final answer (None: no
 # answer). Rewards not listed (code, format, ...) have no comparable final answer: no cons@k.
 BALLOTS: dict[str, Callable[[str], str | None]] = {"math_accuracy": math_ballot}
-
-
-def stop_tokens(tokenizer: Any) -> tuple[int, ...]:
-    """Token ids that end a completion: the tokenizer's eos and the chat end tokens it knows."""
-    vocab = tokenizer.get_vocab()
-    ids = {vocab[token] for token in CHAT_END_TOKENS if token in vocab}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return tuple(sorted(ids))
-
-
-def model_input(tokenizer: Any, template: str, question: str,
-                system: str | None = None) -> tuple[str, list[int]]:
-    """The prompt text and token ids the model is given for one question.
-
-    Tokenised as the trainers do (r1jax.data.pipeline.tokenize_prompts): chat templates carry their
-    special tokens in the text; format templates get the tokenizer's own (e.g. Llama 3's BOS). A
-    BOS added that way is written in front of the returned text, so the text is exactly what the
-    model reads.
-
-    Returns:
-      (text: str, ids: list[int]).
-    """
-    text = templates.render_prompt(template, question, tokenizer, system)
-    add_special_tokens = not templates.is_chat_template(template)
-    ids = list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
-    bos = tokenizer.bos_token
-    if add_special_tokens and bos and ids[:1] == [tokenizer.bos_token_id] and not text.startswith(bos):
-        text = bos + text
-    return text, ids
 
 
 def _score(reward_fn: Callable, prompt: str, completions: list[str], record: dict,
@@ -172,13 +137,13 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
         raise ValueError(f"need k >= 1 and every pass@k' with 1 <= k' <= k; got k={k}, pass_ks={list(pass_ks)}")
     reward_fn, extract = rewards.get(reward), BALLOTS.get(reward)  # get: KeyError listing the rewards.
     start_time = time.perf_counter()
-    problems = [problems[i] for i in range(len(problems))]  # Integer indexing: a RecordSource takes no slices.
+    problems = list(problems)
     keys = [_question_key(record) for record in problems]
-    inputs = [model_input(tokenizer, template, record[key], system) for record, key in zip(problems, keys)]
+    inputs = [pipeline.encode_prompt(tokenizer, template, record[key], system) for record, key in zip(problems, keys)]
     # One call over every prompt: the sampler groups them into length buckets, so an evaluation
     # compiles a handful of programs whatever the number of problems.
     out = sampling.generate(config, params, [ids for _, ids in inputs], max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, n=k, stop_tokens=stop_tokens(tokenizer),
+                            temperature=temperature, top_p=top_p, n=k, stop_tokens=models.stop_tokens(tokenizer),
                             seed=seed, batch_size=batch_size, mesh=mesh, rules=rules, progress=progress)
     results = []
     for i, (record, key, (text, _)) in enumerate(tqdm.tqdm(
@@ -211,8 +176,7 @@ def evaluate_with_config(config, params, tokenizer: Any, problems: Sequence[dict
     """`evaluate` with its settings from a configs/eval.py ConfigDict, on the first
     eval_config.max_problems problems (all when it is None)."""
     if eval_config.max_problems is not None:
-        # Indexing, not slicing: a prepared data set (r1jax.data.RecordSource) takes integers only.
-        problems = [problems[i] for i in range(min(eval_config.max_problems, len(problems)))]
+        problems = problems[:eval_config.max_problems]
     return evaluate(config, params, tokenizer, problems, template=eval_config.template, k=eval_config.k,
                     temperature=eval_config.temperature, top_p=eval_config.top_p,
                     max_new_tokens=eval_config.max_new_tokens, batch_size=eval_config.batch_size,

@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 
 def default_cache_dir() -> str:
@@ -64,3 +64,17 @@ def load_tokenizer(path: str, *, cache: bool = True, cache_dir: Optional[str] = 
     if not os.path.isdir(cached):
         _save_to_cache(load_tokenizer(path, cache=False), cached)
     return transformers.AutoTokenizer.from_pretrained(cached)
+
+
+# End-of-turn tokens of the chat formats r1jax's models use (ChatML for Qwen and SmolLM, Llama 3,
+# Gemma): an instruct model ends its reply with one of them, which is not always the tokenizer's eos.
+CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>")
+
+
+def stop_tokens(tokenizer: Any) -> tuple[int, ...]:
+    """Token ids that end a completion: the tokenizer's eos and the chat end tokens it knows."""
+    vocab = tokenizer.get_vocab()
+    ids = {vocab[token] for token in CHAT_END_TOKENS if token in vocab}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return tuple(sorted(ids))

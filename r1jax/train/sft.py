@@ -16,47 +16,46 @@ import numpy as np
 
 from r1jax import data
 from r1jax.data import packing
+from r1jax.data.packing import Batch
 from r1jax.losses.sft import sft_loss
 from r1jax.models import transformer
-from r1jax.train import loop, prompts as prompts_lib, state as setup, step as step_lib
+from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
 
 log = logging.getLogger("r1jax")
 
 TRAIN_ON = ("assistant", "completion", "all")
 
 
-def sft_logits(model_config, params, batch) -> jax.Array:
+def sft_logits(model_config, params, batch: Batch) -> jax.Array:
     """float32[B, T, V] logits of packed rows (segments never attend to each other)."""
-    logits, _ = transformer.forward(model_config, params, batch["inputs"], batch["positions"],
-                                    batch["segment_ids"])
+    logits, _ = transformer.forward(model_config, params, batch.inputs, batch.positions,
+                                    batch.segment_ids)
     return logits
 
 
-def sft_update(params, opt_state, batch, *, model_config, optimizer, num_micro_batches, z_loss,
-               nan_policy):
-    """One AdamW update; the loss is the token mean over the whole batch."""
-    def loss_fn(p, mb):
-        return sft_loss(sft_logits(model_config, p, mb), mb["targets"], mb["weights"],
+def sft_update(state: run_lib.TrainState, batch: Batch, *, model_config, optimizer,
+               num_micro_batches, z_loss, nan_policy) -> tuple[run_lib.TrainState, dict]:
+    """One optimizer update; the loss is the token mean over the whole batch."""
+    def loss_fn(params, mb: Batch):
+        return sft_loss(sft_logits(model_config, params, mb), mb.targets, mb.weights,
                         z_loss=z_loss)
 
-    tokens = batch["weights"].reshape(num_micro_batches, -1).sum(axis=1)
+    tokens = batch.weights.reshape(num_micro_batches, -1).sum(axis=1)
     weights = tokens / jnp.maximum(tokens.sum(), 1.0)
-    return step_lib.apply_gradients(loss_fn, params, opt_state, batch, weights,
-                                    optimizer=optimizer, num_micro_batches=num_micro_batches,
-                                    nan_policy=nan_policy)
+    return step_lib.apply_gradients(loss_fn, state, batch, weights, optimizer=optimizer,
+                                    num_micro_batches=num_micro_batches, nan_policy=nan_policy)
 
 
-def eval_loss(model_config, params, batch) -> tuple[jax.Array, jax.Array]:
+def eval_loss(model_config, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(summed cross-entropy, trained tokens) of a batch, to average over many batches."""
-    loss, metrics = sft_loss(sft_logits(model_config, params, batch), batch["targets"],
-                             batch["weights"])
+    loss, metrics = sft_loss(sft_logits(model_config, params, batch), batch.targets,
+                             batch.weights)
     return loss * metrics["tokens"], metrics["tokens"]
 
 
 def build_examples(data_config, sft_config, tokenizer, split: str) -> list[packing.Example]:
     """Tokenised examples of one split of the configured data set (see module docstring)."""
-    source = prompts_lib.open_split(data_config, split)
-    records = [source[i] for i in range(len(source))]
+    records = data.open_split(data_config, split)
     system = data_config.system or None
     if data_config.kind == "chat":
         return [packing.chat_example(r["messages"], tokenizer, train_on=sft_config.train_on)
@@ -76,15 +75,15 @@ def build_examples(data_config, sft_config, tokenizer, split: str) -> list[packi
 
 def validate_config(config: ml_collections.ConfigDict, mesh_batch: int):
     sc = config.sft
-    setup.require(sc.train_on in TRAIN_ON, "sft.train_on", sc.train_on, f"one of {TRAIN_ON}")
-    setup.require(sc.overlong in packing.OVERLONG_POLICIES, "sft.overlong", sc.overlong,
+    run_lib.require(sc.train_on in TRAIN_ON, "sft.train_on", sc.train_on, f"one of {TRAIN_ON}")
+    run_lib.require(sc.overlong in packing.OVERLONG_POLICIES, "sft.overlong", sc.overlong,
                   f"one of {packing.OVERLONG_POLICIES}")
-    setup.require(sc.z_loss >= 0, "sft.z_loss", sc.z_loss, "a float >= 0")
-    setup.require(
+    run_lib.require(sc.z_loss >= 0, "sft.z_loss", sc.z_loss, "a float >= 0")
+    run_lib.require(
         sc.batch_size % (sc.num_micro_batches * mesh_batch) == 0, "sft.batch_size",
         sc.batch_size, f"a multiple of num_micro_batches × the mesh's data×fsdp size "
         f"({sc.num_micro_batches} × {mesh_batch})")
-    setup.validate_common(config)
+    run_lib.validate_common(config)
 
 
 def _packed(config, tokenizer, split):
@@ -95,57 +94,63 @@ def _packed(config, tokenizer, split):
     return arrays, stats
 
 
+def held_out_loss(run, params, rows: Batch | None, loss_sums) -> dict:
+    """{"eval_loss": token-mean cross-entropy over the first sft.eval_rows held-out rows}."""
+    sc = run.config.sft
+    if rows is None:
+        return {}
+    n = min(sc.eval_rows, rows.num_rows) // sc.batch_size * sc.batch_size
+    local = sc.batch_size // jax.process_count()  # each process feeds its own rows
+    offset = jax.process_index() * local
+    sums = [np.asarray(loss_sums(params, run_lib.global_batch(
+        run, rows.take(slice(i + offset, i + offset + local))))) for i in range(0, n, sc.batch_size)]
+    total = np.sum(sums, axis=0)
+    return {"eval_loss": float(total[0] / max(total[1], 1.0))}
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) SFT in workdir; returns the last step's metrics."""
-    state = setup.TrainerState.create(config, workdir, validate_config)
     sc, tc = config.sft, config.train
-    model_config = state.model_config
-    rows, pack_stats = _packed(config, state.tokenizer, config.data.train_split)
-    held_out = _packed(config, state.tokenizer, config.data.eval_split)[0] if sc.eval_rows else None
-    state.iterator = data.BatchIterator(
-        list(range(len(rows["inputs"]))), global_batch_size=sc.batch_size, seed=config.data.seed,
+    run = run_lib.start(config, workdir, validate_config)
+    rows, pack_stats = _packed(config, run.tokenizer, config.data.train_split)
+    held_out_rows = (_packed(config, run.tokenizer, config.data.eval_split)[0]
+                     if sc.eval_rows else None)
+    iterator = data.BatchIterator(
+        list(range(rows.num_rows)), global_batch_size=sc.batch_size, seed=config.data.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
-    update = state.jit_update(functools.partial(
-        sft_update, model_config=model_config, num_micro_batches=sc.num_micro_batches,
-        z_loss=sc.z_loss, nan_policy=tc.nan_policy), total_updates=tc.num_steps)
-    loss_sums = state.jit_forward(
-        lambda params, batch: jnp.stack(eval_loss(model_config, params, batch)),
+    schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
+    optimizer = run_lib.make_optimizer(config.optimizer, schedule)
+    state = run_lib.init_state(run, optimizer, with_reference=False)
+    state, step = run_lib.restore(run, state, iterator)
+    update = run_lib.jit_update(run, state, functools.partial(
+        sft_update, model_config=run.model_config, optimizer=optimizer,
+        num_micro_batches=sc.num_micro_batches, z_loss=sc.z_loss, nan_policy=tc.nan_policy))
+    loss_sums = run_lib.jit_forward(
+        run, lambda params, batch: jnp.stack(eval_loss(run.model_config, params, batch)),
         replicated_output=True)
-    state.restore_or_start(with_reference=False)
+    eval_records = held_out.problems(config)
 
-    def held_out_loss() -> dict:
-        if held_out is None:
-            return {}
-        n = min(sc.eval_rows, len(held_out["inputs"])) // sc.batch_size * sc.batch_size
-        local = sc.batch_size // jax.process_count()  # each process feeds its own rows
-        offset = jax.process_index() * local
-        sums = [np.asarray(loss_sums(state.params, state.to_device(
-            {k: v[i + offset:i + offset + local] for k, v in held_out.items()})))
-            for i in range(0, n, sc.batch_size)]
-        total = np.sum(sums, axis=0)
-        return {"eval_loss": float(total[0] / max(total[1], 1.0))}
-
-    if state.step == 0:
-        state.log(0, {**held_out_loss(), **state.evaluate_and_log(0, log_now=False)})
+    if step == 0:
+        run.writer.log(0, {**held_out_loss(run, state.params, held_out_rows, loss_sums),
+                           **held_out.evaluate(run, state.params, eval_records)}, tc.num_steps)
     metrics = {}
-    while state.step < tc.num_steps:
-        step = state.step + 1
-        watch = loop.Stopwatch()
-        indices = next(state.iterator)
-        batch = state.to_device({k: v[indices] for k, v in rows.items()})
-        state.params, state.opt_state, m = update(state.params, state.opt_state, batch)
+    while step < tc.num_steps:
+        step += 1
+        watch = metrics_lib.Stopwatch()
+        indices = next(iterator)
+        batch = rows.take(np.asarray(indices))
+        state, m = update(state, run_lib.global_batch(run, batch))
         metrics = {k: float(v) for k, v in jax.device_get(m).items()}
-        state.step = step
-        loop.check_finite(metrics["loss"], step, tc.nan_policy)
+        metrics_lib.check_finite(metrics["loss"], step, tc.nan_policy)
         seconds = watch.lap()
         metrics.update(seconds_per_step=seconds,
-                       tokens_per_second=float(rows["weights"][indices].size) / seconds,
-                       learning_rate=float(state.learning_rate(step)),
-                       packing_fill=pack_stats["fill"])
-        if state.should_evaluate(step):
-            metrics.update(held_out_loss())
-            metrics.update(state.evaluate_and_log(step, log_now=False))
-        state.log(step, metrics)
-        state.save_checkpoint()
-    state.finish()
+                       tokens_per_second=float(batch.weights.size) / seconds,
+                       learning_rate=float(schedule(step)), packing_fill=pack_stats["fill"])
+        if run_lib.is_due(step, tc.eval_every, tc.num_steps):
+            metrics.update(held_out_loss(run, state.params, held_out_rows, loss_sums))
+            metrics.update(held_out.evaluate(run, state.params, eval_records))
+        if run_lib.is_due(step, tc.log_every, tc.num_steps) or "accuracy" in metrics:
+            run.writer.log(step, metrics, tc.num_steps)
+        run_lib.save(run, state, step, iterator)
+    run_lib.finish(run, state, step, iterator)
     return metrics

@@ -9,20 +9,21 @@ import jax.numpy as jnp
 import optax
 
 
-def apply_gradients(loss_fn: Callable, params, opt_state, batch: dict, weights: jax.Array, *,
+def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
                     optimizer: optax.GradientTransformation, num_micro_batches: int,
                     nan_policy: str):
     """One optimizer step on the weighted sum of micro-batch losses.
 
     Args:
       loss_fn: (params, micro_batch) -> (scalar loss, metrics dict).
-      batch: arrays [N, ...], split into num_micro_batches consecutive micro-batches.
+      state: a train.run.TrainState (params, opt_state and the update count change).
+      batch: a pytree of arrays [N, ...], split into num_micro_batches consecutive micro-batches.
       weights: float32[num_micro_batches]; the full batch's loss is Σ_m weights[m] · loss_m.
       nan_policy: "skip" keeps the old params and optimizer state when the loss is not finite.
     Returns:
-      (params, opt_state, metrics) with metrics averaged over micro-batches, plus loss and
-      grad_norm.
+      (state, metrics) with metrics averaged over micro-batches, plus loss and grad_norm.
     """
+    params, opt_state = state.params, state.opt_state
     micro = jax.tree.map(lambda x: x.reshape(num_micro_batches, -1, *x.shape[1:]), batch)
 
     def accumulate(grads, xs):
@@ -43,4 +44,5 @@ def apply_gradients(loss_fn: Callable, params, opt_state, batch: dict, weights: 
         new_params, new_opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
                                                  (new_params, new_opt_state), (params, opt_state))
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
-    return new_params, new_opt_state, metrics
+    return state.replace(params=new_params, opt_state=new_opt_state,
+                         updates=state.updates + 1), metrics

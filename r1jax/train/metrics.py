@@ -1,4 +1,4 @@
-"""What every trainer's loop shares: the policy to start from, metrics, the NaN guard, resume."""
+"""What a run reports: metrics.jsonl, TensorBoard and the console line, the NaN guard, timings."""
 from __future__ import annotations
 
 import json
@@ -11,49 +11,22 @@ from typing import Optional
 import jax
 import numpy as np
 
-from r1jax import models
-
 log = logging.getLogger("r1jax")
 
 NAN_POLICIES = ("stop", "skip")
 
 
-def load_policy(model_config) -> tuple[models.ModelConfig, object, object]:
-    """(ModelConfig, numpy params or None, tokenizer) from config.model.
-
-    config.model.path (HF directory or .gguf) loads pretrained weights; otherwise
-    config.model.preset names a randomly initialised shape (params None: the caller initialises
-    them sharded). config.model.tokenizer names the tokenizer's path (defaults to `path`).
-    """
-    overrides = {"dtype": model_config.dtype, "param_dtype": model_config.param_dtype}
-    if model_config.path:
-        config, params = models.load_pretrained_numpy(model_config.path)
-        config = config.replace(**overrides)
-    else:
-        if model_config.vocab_size:
-            overrides["vocab_size"] = model_config.vocab_size
-        config, params = models.preset(model_config.preset, **overrides), None
-    if model_config.max_seq_len:
-        config = config.replace(max_seq_len=model_config.max_seq_len)
-    tokenizer = models.load_tokenizer(model_config.tokenizer or model_config.path)
-    if params is None and len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"model.preset={model_config.preset!r} has vocab_size={config.vocab_size} but the "
-            f"tokenizer {model_config.tokenizer!r} has {len(tokenizer)} tokens.")
-    return config, params, tokenizer
-
-
-def check_finite(loss: float, step: int, policy: str) -> bool:
-    """True if the update may be kept; raises under policy 'stop' when the loss is NaN/inf."""
+def check_finite(loss: float, step: int, policy: str):
+    """Raises under policy 'stop' when the loss is NaN/inf; under 'skip' (the update already
+    kept the old state, see train.step) says so."""
     if math.isfinite(loss):
-        return True
+        return
     if policy == "stop":
         raise FloatingPointError(
             f"Loss is {loss} at step {step}; stopping before anything is checkpointed "
             "(the newest checkpoint is untouched). Set --config.train.nan_policy=skip to drop "
             "such updates instead.")
     log.warning("Loss is %s at step %d: update skipped (nan_policy=skip).", loss, step)
-    return False
 
 
 def _to_python(value):
@@ -64,7 +37,7 @@ def _to_python(value):
     return value
 
 
-class MetricsLogger:
+class MetricsWriter:
     """metrics.jsonl + TensorBoard events in the workdir, and a one-line console summary.
 
     Only process 0 writes. On resume, lines of steps after the restored checkpoint (written by
@@ -108,6 +81,12 @@ class MetricsLogger:
             if key != "step" and isinstance(value, (int, float)):
                 self._writer.add_scalar(key, value, step)
         self._writer.flush()
+
+    def log(self, step: int, metrics: dict, total_steps: int):
+        """Writes `metrics` (if any) to the files and a summary line to the console."""
+        if metrics:
+            self.write(step, metrics)
+            self.console(step, metrics, total_steps)
 
     def console(self, step: int, metrics: dict, total_steps: int):
         if not self.enabled:

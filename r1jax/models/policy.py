@@ -1,0 +1,31 @@
+"""The model a stage starts from, as its config section names it: pretrained weights or a preset."""
+from __future__ import annotations
+
+from r1jax.models.config import ModelConfig, preset
+from r1jax.models.convert import load_pretrained_numpy
+from r1jax.models.tokenizer import load_tokenizer
+
+
+def load_policy(model_section) -> tuple[ModelConfig, object, object]:
+    """(ModelConfig, numpy params or None, tokenizer) from a config's `model` section.
+
+    model.path (HF directory or .gguf) loads pretrained weights; otherwise model.preset names a
+    randomly initialised shape (params None: the caller initialises them sharded).
+    model.tokenizer names the tokenizer's path (defaults to `path`).
+    """
+    overrides = {"dtype": model_section.dtype, "param_dtype": model_section.param_dtype}
+    if model_section.path:
+        config, params = load_pretrained_numpy(model_section.path)
+        config = config.replace(**overrides)
+    else:
+        if model_section.vocab_size:
+            overrides["vocab_size"] = model_section.vocab_size
+        config, params = preset(model_section.preset, **overrides), None
+    if model_section.max_seq_len:
+        config = config.replace(max_seq_len=model_section.max_seq_len)
+    tokenizer = load_tokenizer(model_section.tokenizer or model_section.path)
+    if params is None and len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"model.preset={model_section.preset!r} has vocab_size={config.vocab_size} but the "
+            f"tokenizer {model_section.tokenizer!r} has {len(tokenizer)} tokens.")
+    return config, params, tokenizer

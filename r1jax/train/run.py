@@ -1,0 +1,277 @@
+"""The shape every stage shares: a `TrainState` pytree that a pure jitted update takes and returns,
+and the explicit set-up around it.
+
+    run = start(config, workdir, validate)                   # mesh, model, tokenizer, writers
+    state = init_state(run, optimizer, with_reference=False)  # params + optimizer state, sharded
+    state, step = restore(run, state, iterator)               # newest checkpoint, data position too
+    update = jit_update(run, state, update_fn)                # (state, batch) -> (state, metrics)
+    while step < num_steps:
+        state, metrics = update(state, batch); step += 1
+        save(run, state, step, iterator)
+    finish(run, state, step, iterator)
+
+Nothing here keeps state between calls: each function takes what it needs and returns what it
+made, so no call depends on another having run first except through its arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from r1jax import checkpoint, distributed, models, sharding
+from r1jax.train import metrics as metrics_lib
+
+log = logging.getLogger("r1jax")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything an update changes, as one pytree (donated to and returned by the update).
+
+    Attributes:
+      params: the policy's parameters.
+      opt_state: the optimizer's state for `params`.
+      reference: π_ref's parameters (GRPO with β > 0), or None.
+      updates: int32[] optimizer updates applied so far (the learning-rate schedule's count).
+    """
+
+    params: Any
+    opt_state: Any
+    reference: Any
+    updates: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a stage's loop reads but never changes: built once by `start`.
+
+    Attributes:
+      config: the stage's ConfigDict; workdir: where everything is written.
+      mesh, rules: the device mesh and the logical-axis rules.
+      model_config: the policy's r1jax.models.ModelConfig; tokenizer: its Hugging Face tokenizer;
+        stop_tokens: the token ids that end a completion (eos and chat end-of-turn tokens).
+      initial_params: params as loaded (numpy) or None for a random init; `init_state` shards them.
+      param_shardings: NamedShardings shaped like the params.
+      checkpointer: checkpoint.Checkpointer; writer: metrics.MetricsWriter (process 0 writes).
+    """
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    model_config: models.ModelConfig
+    tokenizer: Any
+    stop_tokens: tuple
+    initial_params: Any
+    param_shardings: Any
+    checkpointer: checkpoint.Checkpointer
+    writer: metrics_lib.MetricsWriter
+
+    @property
+    def mesh_batch(self) -> int:
+        """Shards of the batch axis (data × fsdp): how many ways every batch is split."""
+        return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def require(ok: bool, key: str, value: Any, allowed: str):
+    """Raises a start-up error naming the config key, its value and what is allowed."""
+    if not ok:
+        raise ValueError(f"config.{key}={value!r} is not allowed: expected {allowed}.")
+
+
+def validate_common(config: ml_collections.ConfigDict):
+    """Checks of the sections every stage has (train, optimizer, model)."""
+    require(config.train.nan_policy in metrics_lib.NAN_POLICIES, "train.nan_policy",
+            config.train.nan_policy, f"one of {metrics_lib.NAN_POLICIES}")
+    require(config.optimizer.decay in SCHEDULES, "optimizer.decay", config.optimizer.decay,
+            f"one of {SCHEDULES}")
+    require(config.optimizer.learning_rate > 0, "optimizer.learning_rate",
+            config.optimizer.learning_rate, "a float > 0")
+    require(config.train.num_steps >= 1, "train.num_steps", config.train.num_steps,
+            "an integer >= 1")
+    require(bool(config.model.path or config.model.preset), "model.path", config.model.path,
+            "a HF directory or .gguf file (or set model.preset for a random init)")
+
+
+def resolve_mesh_shape(shape: dict, num_devices: int) -> dict:
+    """Replaces one -1 axis size by the devices the other axes leave."""
+    shape = dict(shape)
+    free = [axis for axis, size in shape.items() if size == -1]
+    require(len(free) <= 1, "mesh.shape", shape, "at most one axis of size -1")
+    if free:
+        fixed = math.prod(size for size in shape.values() if size != -1)
+        require(num_devices % fixed == 0, "mesh.shape", shape,
+                f"fixed axes dividing the {num_devices} devices")
+        shape[free[0]] = num_devices // fixed
+    return shape
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def learning_rate_schedule(opt: ml_collections.ConfigDict, total_updates: int) -> optax.Schedule:
+    """Linear warmup to `opt.learning_rate`, then constant / cosine / linear decay towards
+    learning_rate × final_fraction over the remaining updates."""
+    warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
+    decay_steps = max(total_updates - opt.warmup_steps, 1)
+    if opt.decay == "constant":
+        after = optax.constant_schedule(opt.learning_rate)
+    elif opt.decay == "cosine":
+        after = optax.cosine_decay_schedule(opt.learning_rate, decay_steps,
+                                            alpha=opt.final_fraction)
+    else:
+        after = optax.linear_schedule(opt.learning_rate, opt.learning_rate * opt.final_fraction,
+                                      decay_steps)
+    return optax.join_schedules([warmup, after], [opt.warmup_steps])
+
+
+def make_optimizer(opt: ml_collections.ConfigDict,
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
+    """AdamW (b1, b2, weight_decay) on `schedule`, after global-norm clipping (clip_norm 0: off)."""
+    adamw = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    if opt.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(opt.clip_norm), adamw)
+    return adamw
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def start(config: ml_collections.ConfigDict, workdir: str,
+          validate: Callable[[ml_collections.ConfigDict, int], None]) -> Run:
+    """Validates the config (`validate(config, mesh_batch)`), builds the mesh, loads the model
+    and tokenizer, and opens the checkpointer and metrics writer of `workdir`."""
+    shape = resolve_mesh_shape(config.mesh.shape, jax.device_count())
+    mesh = sharding.make_mesh(shape)
+    rules = tuple(tuple(r) for r in config.mesh.rules) or sharding.DEFAULT_RULES
+    validate(config, shape.get("data", 1) * shape.get("fsdp", 1))
+    model_config, params, tokenizer = models.load_policy(config.model)
+    checkpointer = checkpoint.Checkpointer(
+        workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=checkpointer.latest_step(),
+                                       enabled=distributed.is_main_process())
+    tokenizer_dir = os.path.join(workdir, checkpoint.TOKENIZER_DIR)
+    if distributed.is_main_process() and not os.path.isdir(tokenizer_dir):
+        tokenizer.save_pretrained(tokenizer_dir)
+    log.info("Model %s (%.1fM params) on mesh %s; workdir %s", model_config.architecture,
+             model_config.num_params / 1e6, shape, workdir)
+    return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, model_config=model_config,
+               tokenizer=tokenizer, stop_tokens=models.stop_tokens(tokenizer),
+               initial_params=params,
+               param_shardings=sharding.param_shardings(model_config, mesh, rules),
+               checkpointer=checkpointer, writer=writer)
+
+
+def init_state(run: Run, optimizer: optax.GradientTransformation, *,
+               with_reference: bool) -> TrainState:
+    """The step-0 state: the loaded (or seeded random) params on their shards, the optimizer's
+    initial state beside them, and a copy of the params as π_ref when asked."""
+    if run.initial_params is None:
+        params = sharding.init_params_sharded(
+            run.model_config, jax.random.key(run.config.train.seed), run.mesh, run.rules)
+    else:
+        params = sharding.shard_params(run.model_config, run.initial_params, run.mesh, run.rules)
+    opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, params),
+                                            run.param_shardings)
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+    reference = jax.tree.map(jnp.copy, params) if with_reference else None
+    return TrainState(params=params, opt_state=opt_state, reference=reference,
+                      updates=jax.device_put(jnp.zeros((), jnp.int32),
+                                             sharding.replicated(run.mesh)))
+
+
+def state_shardings(state: TrainState) -> TrainState:
+    """The state's own shardings, as a TrainState: the update's in and out shardings."""
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def restore(run: Run, state: TrainState, iterator) -> tuple[TrainState, int]:
+    """(state, step) of the newest complete checkpoint in the workdir, with the data iterator
+    moved to where that run was; (state, 0) untouched when there is none."""
+    latest = run.checkpointer.latest_step()
+    if latest is None:
+        return state, 0
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _items(state))
+    items, meta = run.checkpointer.restore(latest, abstract)
+    iterator.set_state(meta["data"])
+    log.info("Resumed from step %d in %s", meta["step"], run.workdir)
+    return TrainState(params=items["params"], opt_state=items["opt_state"],
+                      reference=items.get("reference"),
+                      updates=items["counters"]["updates"]), meta["step"]
+
+
+def _items(state: TrainState) -> dict:
+    """The checkpoint's named items (`params` is the one `checkpoint.restore_params` reads back
+    for sampling and evaluation; orbax saves no bare scalar, so counters go in a dict)."""
+    items = {"params": state.params, "opt_state": state.opt_state,
+             "counters": {"updates": state.updates}}
+    if state.reference is not None:
+        items["reference"] = state.reference
+    return items
+
+
+def save(run: Run, state: TrainState, step: int, iterator, *, force: bool = False):
+    """Checkpoints the state and the data position at `step` (every checkpoint_every steps)."""
+    meta = {"step": step, "data": iterator.get_state(),
+            "model_config": checkpoint.model_config_to_dict(run.model_config)}
+    run.checkpointer.save(step, _items(state), meta, force=force)
+
+
+def finish(run: Run, state: TrainState, step: int, iterator):
+    """Saves the last step if it was not, waits for the writes, closes the writers."""
+    if run.checkpointer.latest_step() != step:
+        save(run, state, step, iterator, force=True)
+    run.checkpointer.wait()
+    run.checkpointer.close()
+    run.writer.close()
+
+
+# ----------------------------------------------------------------------------- compiled functions
+
+
+def jit_update(run: Run, state: TrainState, update: Callable) -> Callable:
+    """Compiles update(state, batch) -> (state, metrics): the state keeps its shardings and is
+    donated (its buffers become the new state's), the batch is split over the batch axes, the
+    metrics come back replicated."""
+    shardings = state_shardings(state)
+    # ndim=1: a spec for the leading axis only, a prefix valid for every array of the batch.
+    batch = sharding.batch_sharding(run.mesh, ndim=1)
+    return sharding.sharded_jit(update, run.mesh, run.rules, in_shardings=(shardings, batch),
+                                out_shardings=(shardings, sharding.replicated(run.mesh)),
+                                donate_argnums=0)
+
+
+def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False) -> Callable:
+    """Compiles fn(params, batch) -> an array split over the batch axes (or replicated)."""
+    batch = sharding.batch_sharding(run.mesh, ndim=1)
+    out = sharding.replicated(run.mesh) if replicated_output else batch
+    return sharding.sharded_jit(fn, run.mesh, run.rules,
+                                in_shardings=(run.param_shardings, batch), out_shardings=out)
+
+
+def global_batch(run: Run, local_batch):
+    """Host arrays of this process's rows -> global arrays split over the batch axes."""
+    return sharding.global_batch(local_batch, run.mesh)
+
+
+def is_due(step: int, every: int, total: int, *, first: bool = False) -> bool:
+    """Whether a periodic action (log, evaluate, checkpoint) runs at `step`: every `every` steps
+    (0: never), at the last step, and at step 0 when `first`."""
+    if step == 0:
+        return first
+    return step == total or (every > 0 and step % every == 0)
