@@ -87,15 +87,15 @@ def reference_evaluation(gguf_path: str, rows: list[dict], max_new_tokens: int, 
 def r1jax_evaluation(gguf_path: str, rows: list[dict], max_new_tokens: int,
                      batch_size: int) -> tuple[dict, list[dict]]:
     """r1jax.eval.evaluate, greedy, chat template, on `rows` read as r1jax math records."""
-    from r1jax import models
+    from r1jax import models, sampling
     from r1jax.data import jsonl
     from r1jax.eval import evaluate
 
     config, params = models.load_pretrained(gguf_path)
     tokenizer = models.load_tokenizer(gguf_path)
     problems = [{"id": str(i), **jsonl.math_record(row)} for i, row in enumerate(rows)]
-    return evaluate.evaluate(config, params, tokenizer, problems, template="chat", k=1, temperature=0.0,
-                             top_p=None, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=0)
+    return evaluate.evaluate(config, params, tokenizer, problems, template="chat", k=1,
+                             strategy=sampling.Strategy(), max_new_tokens=max_new_tokens, batch_size=batch_size, seed=0)
 
 
 def main(argv):

@@ -77,6 +77,16 @@ def mesh_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(shape={"data": 1, "fsdp": -1, "tensor": 1}, rules=()))
 
 
+def sampling_config(temperature: float, top_k: int | None = None,
+                    top_p: float | None = None) -> ml_collections.ConfigDict:
+    """How tokens are drawn, for every section that samples (rl, eval, ...): temperature (0:
+    greedy), top_k and top_p (None: off). `r1jax.sampling.strategies.from_config` reads it."""
+    return ml_collections.ConfigDict(dict(
+        temperature=temperature,
+        top_k=config_dict.placeholder(int) if top_k is None else top_k,
+        top_p=config_dict.placeholder(float) if top_p is None else top_p))
+
+
 def optimizer_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         learning_rate=3e-6, warmup_steps=0, decay="constant", final_fraction=0.0,

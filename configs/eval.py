@@ -22,8 +22,7 @@ def _greedy(config: ml_collections.ConfigDict):
 
 def _r1(config: ml_collections.ConfigDict):
     config.k = 64
-    config.temperature = 0.6
-    config.top_p = 0.95
+    config.sampling.update(temperature=0.6, top_p=0.95)
     config.max_new_tokens = 32768
     config.pass_ks = (1, 8, 64)
 
@@ -31,7 +30,7 @@ def _r1(config: ml_collections.ConfigDict):
 def _tiny(config: ml_collections.ConfigDict):
     config.template = "plain"
     config.k = 4
-    config.temperature = 1.0
+    config.sampling.temperature = 1.0
     config.max_new_tokens = 8
     config.pass_ks = (1, 2, 4)
     config.batch_size = 8
@@ -49,8 +48,7 @@ def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
     config.system = config_dict.placeholder(str)  # Chat system prompt; None: the template's default.
     config.reward = "math_accuracy"  # Verifies completions; also picks the answer extraction for cons@k.
     config.k = 1  # Completions per problem.
-    config.temperature = 0.0  # 0: greedy.
-    config.top_p = config_dict.placeholder(float)  # None: no nucleus cut.
+    config.sampling = common.sampling_config(temperature=0.0)  # greedy
     config.max_new_tokens = 512
     config.pass_ks = (1,)  # Unbiased pass@k' estimates to report, each k' <= k.
     config.batch_size = 64  # Completions per sampler call.

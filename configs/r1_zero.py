@@ -70,8 +70,9 @@ def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
                      num_micro_batches=8)
     config.optimizer.update(learning_rate=3e-6, warmup_steps=20)
     config.train.update(num_steps=8000, eval_every=200, checkpoint_every=100)
-    config.eval.update(max_problems=500, k=16, temperature=0.6, top_p=0.95,
-                       max_new_tokens=4096, batch_size=64, pass_ks=(1, 16))
+    config.eval.update(max_problems=500, k=16, max_new_tokens=4096, batch_size=64,
+                       pass_ks=(1, 16))
+    config.eval.sampling.update(temperature=0.6, top_p=0.95)
     config.mesh.shape = mesh
 
 
@@ -96,9 +97,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         num_generations=8,           # G completions per prompt (R1: 16)
         max_prompt_len=64,           # longer prompts are dropped and counted
         max_new_tokens=16,
-        temperature=1.0,
-        top_k=0,                     # 0 = off
-        top_p=1.0,
+        sampling=common.sampling_config(temperature=1.0),  # R1: 1.0, no top-k / top-p
         beta=0.0,                    # KL coefficient; 0 skips the reference forward pass
         eps_low=0.2,
         eps_high=0.2,                # > eps_low is DAPO's clip-higher

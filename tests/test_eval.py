@@ -71,7 +71,8 @@ def test_scripted_completions_are_scored_voted_and_aggregated(monkeypatch):
     })
     monkeypatch.setattr(sampling, "generate", script)
     summary, problems = evaluation.evaluate(
-            None, None, tokenizer, PROBLEMS, template="{question}", k=4, temperature=0.6, top_p=0.95,
+            None, None, tokenizer, PROBLEMS, template="{question}", k=4,
+            strategy=sampling.Strategy(temperature=0.6, top_p=0.95),
             max_new_tokens=16, batch_size=8, seed=5, pass_ks=(1, 2, 4), progress=False)
 
     assert [p["correct"] for p in problems] == [[False, True, True, False], [False, True, False, False],
@@ -126,7 +127,7 @@ def test_normalise_answer(answer, normal):
 
 def test_evaluate_rejects_bad_settings():
     tokenizer = byte_tokenizer()
-    common = dict(template="plain", temperature=0.0, top_p=None, max_new_tokens=4, batch_size=4, seed=0)
+    common = dict(template="plain", strategy=sampling.Strategy(), max_new_tokens=4, batch_size=4, seed=0)
     with pytest.raises(KeyError, match="unknown reward 'nope'"):
         evaluation.evaluate(None, None, tokenizer, PROBLEMS, k=1, reward="nope", **common)
     with pytest.raises(ValueError, match="no problems"):
@@ -162,9 +163,11 @@ def test_tiny_random_model_end_to_end():
 
 
 def test_eval_config_variants():
-    assert eval_configs.get_config("greedy").temperature == 0.0
+    greedy = eval_configs.get_config("greedy").sampling
+    assert (greedy.temperature, greedy.top_k, greedy.top_p) == (0.0, None, None)
     r1 = eval_configs.get_config("r1")
-    assert (r1.k, r1.temperature, r1.top_p) == (64, 0.6, 0.95) and max(r1.pass_ks) <= r1.k
+    assert (r1.k, r1.sampling.temperature, r1.sampling.top_p) == (64, 0.6, 0.95)
+    assert max(r1.pass_ks) <= r1.k
     tiny = eval_configs.get_config("tiny")
     assert max(tiny.pass_ks) <= tiny.k
     with pytest.raises(ValueError, match="unknown eval config variant 'huge'"):

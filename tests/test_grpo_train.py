@@ -41,7 +41,7 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
     for micro in (1, 4):
         rl = ml_collections.ConfigDict(dict(
             num_micro_batches=micro, aggregation=aggregation, beta=0.04, eps_low=0.2,
-            eps_high=0.28, temperature=1.0))
+            eps_high=0.28, sampling=dict(temperature=1.0)))
         state = run.TrainState(params=params, opt_state=optax.sgd(1.0).init(params),
                                reference=None, updates=jnp.zeros((), jnp.int32))
         new_state, metrics = grpo.grpo_update(state, batch, model_config=CONFIG,

@@ -5,11 +5,13 @@ number logged during training and one computed afterwards from the checkpoint ar
 computation. `evaluate_with_config` takes the settings from a configs/eval.py ConfigDict.
 
     summary, problems = evaluate(model_config, params, tokenizer, records, template="chat", k=16,
-                                 temperature=0.6, top_p=0.95, max_new_tokens=1024, batch_size=64, seed=0)
+                                 strategy=Strategy(temperature=0.6, top_p=0.95), max_new_tokens=1024,
+                                 batch_size=64, seed=0)
     summary["pass@1"], summary["cons@16"], problems[0]["completions"]
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -21,6 +23,8 @@ from typing import Any
 import tqdm
 
 from r1jax import models, rewards, sampling
+from r1jax.sampling import strategies
+from r1jax.sampling.strategies import Strategy
 from r1jax.data import pipeline
 from r1jax.eval import metrics
 from r1jax.rewards import math as math_rewards
@@ -90,7 +94,7 @@ def _question_key(record: dict) -> str:
 
 
 def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, template: str, k: int,
-             temperature: float, top_p: float | None, max_new_tokens: int, batch_size: int, seed: int,
+             strategy: Strategy, max_new_tokens: int, batch_size: int, seed: int,
              reward: str = "math_accuracy", pass_ks: Sequence[int] = (1,), system: str | None = None,
              mesh=None, rules=None, progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluates a model on problems by sampling k completions each.
@@ -107,7 +111,8 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
         ("answer" for math_accuracy, "tests" for code).
       template: prompt template (see r1jax.data.templates.render_prompt).
       k: completions per problem.
-      temperature, top_p: sampling (temperature 0: greedy; top_p None: no nucleus cut).
+      strategy: how tokens are drawn (r1jax.sampling.Strategy: temperature 0 is greedy, top_k /
+        top_p None are off).
       max_new_tokens: completion length limit.
       batch_size: the most completions per sampler call (r1jax.sampling.generate's batch_size).
       seed: sampling seed: the same seed, problems and settings give the same completions.
@@ -119,7 +124,7 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
 
     Returns:
       (summary, per_problem). summary: {"pass@1", "pass@k'"..., "cons@k" (for rewards with a
-      ballot in BALLOTS), "num_problems", "k", "temperature", "top_p", "max_new_tokens",
+      ballot in BALLOTS), "num_problems", "k", "temperature", "top_k", "top_p", "max_new_tokens",
       "mean_completion_tokens", "finish_reasons" (count per reason), "reward_errors" (completions
       the reward failed to score, counted wrong), "seconds"}. per_problem: one dict per problem,
       {"id", "prompt" (the exact text given to the model), "answer" (the record's reference
@@ -143,7 +148,7 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
     # One call over every prompt: the sampler groups them into length buckets, so an evaluation
     # compiles a handful of programs whatever the number of problems.
     out = sampling.generate(config, params, [ids for _, ids in inputs], max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, n=k, stop_tokens=models.stop_tokens(tokenizer),
+                            **dataclasses.asdict(strategy), n=k, stop_tokens=models.stop_tokens(tokenizer),
                             seed=seed, batch_size=batch_size, mesh=mesh, rules=rules, progress=progress)
     results = []
     for i, (record, key, (text, _)) in enumerate(tqdm.tqdm(
@@ -152,7 +157,7 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
         results.append(_problem_result(record, key, text, out.tokens[rows], out.finish_reasons[rows],
                                        tokenizer, reward_fn, extract))
     return summarize(results, k=k, pass_ks=pass_ks, with_consensus=extract is not None,
-                     settings={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
+                     settings={**dataclasses.asdict(strategy), "max_new_tokens": max_new_tokens},
                      seconds=time.perf_counter() - start_time), results
 
 
@@ -178,7 +183,7 @@ def evaluate_with_config(config, params, tokenizer: Any, problems: Sequence[dict
     if eval_config.max_problems is not None:
         problems = problems[:eval_config.max_problems]
     return evaluate(config, params, tokenizer, problems, template=eval_config.template, k=eval_config.k,
-                    temperature=eval_config.temperature, top_p=eval_config.top_p,
+                    strategy=strategies.from_config(eval_config.sampling),
                     max_new_tokens=eval_config.max_new_tokens, batch_size=eval_config.batch_size,
                     seed=eval_config.seed, reward=eval_config.reward, pass_ks=tuple(eval_config.pass_ks),
                     system=eval_config.system, mesh=mesh, rules=rules, progress=progress)

@@ -43,6 +43,12 @@ class Strategy:
         return self
 
 
+def from_config(section) -> Strategy:
+    """The Strategy of a config's `sampling` section (configs/common.py: None means off)."""
+    return Strategy(temperature=float(section.temperature), top_k=section.top_k,
+                    top_p=section.top_p)
+
+
 def _order_keys(x: jax.Array) -> jax.Array:
     """uint32 keys ordered as the float32 values of x are (-inf lowest, +inf highest)."""
     bits = jax.lax.bitcast_convert_type(x, jnp.uint32)

@@ -83,7 +83,8 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
                 nan_policy) -> tuple[run_lib.TrainState, dict]:
     """One optimizer update of the GRPO loss on a mini-batch of rollouts."""
     def loss_fn(params, mb: Rollouts):
-        logprobs, entropy = completion_logprobs(model_config, params, mb, rl.temperature)
+        logprobs, entropy = completion_logprobs(model_config, params, mb,
+                                                rl.sampling.temperature)
         loss, metrics = grpo_lib.grpo_loss(
             logprobs, mb.logprobs, mb.ref_logprobs if rl.beta > 0 else None, mb.advantages,
             mb.mask, eps_low=rl.eps_low, eps_high=rl.eps_high, beta=rl.beta,
@@ -107,7 +108,8 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
                   f"one of {grpo_lib.AGGREGATIONS}")
     run_lib.require(0 <= rl.eps_low < 1, "rl.eps_low", rl.eps_low, "a float in [0, 1)")
     run_lib.require(rl.eps_high >= 0, "rl.eps_high", rl.eps_high, "a float >= 0")
-    run_lib.require(rl.temperature > 0, "rl.temperature", rl.temperature,
+    run_lib.require(rl.sampling.temperature > 0, "rl.sampling.temperature",
+                    rl.sampling.temperature,
                   "a float > 0 (GRPO needs sampled, not greedy, rollouts)")
     run_lib.require(rl.num_iterations >= 1, "rl.num_iterations", rl.num_iterations, "an integer >= 1")
     rollouts = rl.prompts_per_step * rl.num_generations
@@ -161,7 +163,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         grpo_update, model_config=run.model_config, optimizer=optimizer, rl=rl,
         nan_policy=tc.nan_policy))
     ref_logprobs = run_lib.jit_forward(run, lambda params, batch: completion_logprobs(
-        run.model_config, params, batch, rl.temperature)[0])
+        run.model_config, params, batch, rl.sampling.temperature)[0])
     eval_records = held_out.problems(config)
     base_rng = jax.random.key(tc.seed)
 

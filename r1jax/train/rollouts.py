@@ -6,6 +6,7 @@ process decodes and scores only its own prompts' rows, whose texts it alone keep
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import flax.struct
@@ -104,9 +105,8 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
     prompt_tokens, prompt_lengths = sharding.all_rows(sampling.pad_prompts(prompt_ids, width))
     out = sharding.all_rows(sampling.sample_batch(
         run.model_config, params, prompt_tokens, prompt_lengths, rng,
-        max_new_tokens=rl.max_new_tokens, n=g, temperature=rl.temperature,
-        top_k=rl.top_k or None, top_p=rl.top_p if rl.top_p < 1 else None,
-        stop_tokens=run.stop_tokens, mesh=run.mesh, rules=run.rules))
+        max_new_tokens=rl.max_new_tokens, n=g,
+        **dataclasses.asdict(sampling.strategies.from_config(rl.sampling)), stop_tokens=run.stop_tokens, mesh=run.mesh, rules=run.rules))
     first = jax.process_index() * len(prompt_ids) * g
     own = np.arange(first, first + len(prompt_ids) * g)
     lengths = out.lengths[own]
