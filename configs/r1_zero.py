@@ -7,14 +7,15 @@ Variants:
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   smollm2   SmolLM2-135M-Instruct on GSM8K (../shared/data) with the R1-Zero template.
   qwen2_5_1_5b, qwen2_5_7b
-            the paper's recipe (lr 3e-6, β 0.001, G 16, 32 prompts/step, temperature 1.0,
-            reference refreshed every 400 steps) on GSM8K, with meshes for a TPU v5p-64 slice
-            (`:qwen2_5_7b`) and one 8×H100 host (`:qwen2_5_1_5b`). Set --config.model.path.
+            the R1 paper's RL settings (see `_paper_recipe` for what matches and what does not)
+            on GSM8K, with meshes for one 8×H100 host (`:qwen2_5_1_5b`) and a TPU v5p-64 slice
+            (`:qwen2_5_7b`). Set --config.model.path.
 """
 
 import functools
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -61,16 +62,21 @@ def _smollm2(config: ml_collections.ConfigDict):
 
 
 def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
-    config.model.update(path=f"/path/to/{model}", dtype="bfloat16", max_seq_len=8192)
+    """DeepSeek-R1's RL settings (paper v2, Methods): reward = accuracy + format (weights 1:1),
+    lr 3e-6, β 0.001, T 1.0, G 16, 32,768 tokens; each rollout is 512 prompts × 16 completions
+    split into 16 mini-batches of 32 prompts, one pass (μ = 1); π_ref refreshed every 400
+    updates (= 25 rollout steps here). Not the paper's: GSM8K instead of R1's prompt mix, and
+    no switch to 65,536 tokens after 8.2k updates."""
+    config.model.update(path=f"/path/to/{model}", dtype="bfloat16", max_seq_len=33280)
     config.data.update(kind="math", name="gsm8k", input=common.shared_data("gsm8k/train.jsonl"),
                        test_fraction=0.05, template="r1_zero")
-    config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 0.5})
-    config.rl.update(prompts_per_step=32, num_generations=16, max_prompt_len=512,
-                     max_new_tokens=4096, beta=0.001, ref_update_every=400,
+    config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "format": 1.0})
+    config.rl.update(prompts_per_step=512, num_generations=16, max_prompt_len=512,
+                     max_new_tokens=32768, beta=0.001, ref_update_every=25, num_mini_batches=16,
                      num_micro_batches=8)
     config.optimizer.update(learning_rate=3e-6, warmup_steps=20)
-    config.train.update(num_steps=8000, eval_every=200, checkpoint_every=100)
-    config.eval.update(max_problems=500, k=16, max_new_tokens=4096, batch_size=64,
+    config.train.update(num_steps=650, eval_every=25, checkpoint_every=5)
+    config.eval.update(max_problems=500, k=16, max_new_tokens=32768, batch_size=64,
                        pass_ks=(1, 16))
     config.eval.sampling.update(temperature=0.6, top_p=0.95)
     config.mesh.shape = mesh
@@ -110,6 +116,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         filter_groups=False,         # DAPO dynamic sampling: replace groups with equal rewards
         max_filter_rounds=2,         # extra sampling rounds to find informative groups
         mask_truncated=False,        # completions cut by max_new_tokens don't count in the loss
+        # π_old from the trainer's forward pass instead of the sampler's log-probs; None: when
+        # model.dtype is not float32 (bf16 sampling drifts from the trainer: TRL and verl do too)
+        recompute_old_logprobs=config_dict.placeholder(bool),
     ))
     # Reward name -> weight; parameters of a reward go under rewards_params.<name>.
     config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0})

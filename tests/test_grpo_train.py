@@ -111,3 +111,21 @@ def test_bad_config_values_are_named(key, value, message):
         grpo.validate_config(config, mesh_batch=8)
 
 
+
+
+def test_the_update_makes_no_implicit_host_device_transfer():
+    """With the state and batch on device, a jitted GRPO update copies nothing implicitly."""
+    params = models.init_params(CONFIG, jax.random.key(3))
+    optimizer = optax.adam(1e-3)
+    state = jax.device_put(run.TrainState(params=params, opt_state=optimizer.init(params),
+                                          reference=None, updates=jnp.zeros((), jnp.int32)))
+    batch = jax.device_put(_rollout_batch(np.random.default_rng(3)).arrays())
+    rl = ml_collections.ConfigDict(dict(
+        num_micro_batches=2, aggregation="token_mean", beta=0.04, eps_low=0.2, eps_high=0.28,
+        sampling=dict(temperature=1.0)))
+    update = jax.jit(lambda s, b: grpo.grpo_update(s, b, model_config=CONFIG, optimizer=optimizer,
+                                                   rl=rl, nan_policy="skip"))
+    update(state, batch)  # compile outside the guard: tracing may place constants
+    with jax.transfer_guard("disallow"):
+        new_state, metrics = update(state, batch)
+    assert int(jax.device_get(new_state.updates)) == 1

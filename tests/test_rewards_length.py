@@ -1,4 +1,4 @@
-"""overlong (DAPO's soft overlong punishment) and truncation_mask."""
+"""overlong: DAPO's soft overlong punishment."""
 import numpy as np
 import pytest
 
@@ -20,11 +20,3 @@ def test_overlong_needs_its_config():
     assert metrics["reward_errors/overlong"] == 1.0  # Unbound L_max: the batch fails, training goes on.
     bad = rewards.get("overlong", max_completion_len=10, overlong_buffer=20)
     assert np.isnan(bad([""], [""], completion_lengths=[5])).all()
-
-
-def test_truncation_mask():
-    mask = length.truncation_mask(["stop", "length", "eos", "LENGTH", True, False])
-    assert mask.dtype == np.float32
-    assert mask.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
-    assert length.truncation_mask(["length", "stop"], mask_truncated=False).tolist() == [1.0, 1.0]
-    assert length.truncation_mask([]).shape == (0,)

@@ -16,6 +16,7 @@ import flax.struct
 import numpy as np
 
 from r1jax.data import templates
+from r1jax.models.tokenizer import CHAT_END_TOKENS
 
 OVERLONG_POLICIES = ("truncate", "drop")
 
@@ -97,11 +98,14 @@ def completion_example(prompt: str, completion: str, tokenizer: Any, *, template
 
 
 def _end_token(tokenizer: Any, template: str) -> int:
-    """The token that ends an assistant turn: <|im_end|> for ChatML chat templates, else EOS."""
+    """The token that ends an assistant turn: for chat templates, the first end-of-turn token the
+    vocabulary has (ChatML's <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>, ...: the
+    sampler stops on the same ones), else EOS."""
     if templates.is_chat_template(template):
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if im_end is not None and im_end != tokenizer.unk_token_id:
-            return im_end
+        vocab = tokenizer.get_vocab()
+        for token in CHAT_END_TOKENS:
+            if token in vocab:
+                return vocab[token]
     return tokenizer.eos_token_id
 
 

@@ -19,27 +19,39 @@ AGGREGATIONS = ("sequence_mean", "token_mean", "dr_grpo")
 
 
 def group_advantages(rewards: jax.Array, group_size: int, *, scale_by_std: bool = True,
-                     eps: float = 1e-4) -> jax.Array:
+                     valid: jax.Array | None = None, eps: float = 1e-4) -> jax.Array:
     """float32[B] advantages from float32[B] rewards laid out prompt-major (G per prompt).
 
     The std is the unbiased sample std over the group, as TRL's; Dr. GRPO drops the division.
+    valid: bool[B], False for rows whose reward could not be computed (a verifier's timeout, a
+    sandbox error): they are left out of their group's mean and std and get advantage 0, so a
+    failure is neither punished nor rewarded.
     """
+    valid = jnp.ones(rewards.shape, bool) if valid is None else valid
     groups = rewards.reshape(-1, group_size)
-    centred = groups - groups.mean(axis=1, keepdims=True)
+    ok = valid.reshape(-1, group_size)
+    count = ok.sum(axis=1, keepdims=True)
+    mean = jnp.where(ok, groups, 0.0).sum(axis=1, keepdims=True) / jnp.maximum(count, 1)
+    centred = jnp.where(ok, groups - mean, 0.0)
     if scale_by_std:
-        centred = centred / (groups.std(axis=1, ddof=1, keepdims=True) + eps)
+        variance = jnp.square(centred).sum(axis=1, keepdims=True) / jnp.maximum(count - 1, 1)
+        centred = centred / (jnp.sqrt(variance) + eps)
     return centred.reshape(-1)
 
 
 def aggregate(per_token: jax.Array, mask: jax.Array, aggregation: str) -> jax.Array:
-    """Reduces float32[B, T] per-token values over mask float32[B, T] to a scalar."""
+    """Reduces float32[B, T] per-token values over mask float32[B, T] to a scalar.
+
+    Masked positions are excluded (`where`), not multiplied by 0: an inf there stays out.
+    """
+    weighted = jnp.where(mask > 0, per_token * mask, 0.0)
     if aggregation == "sequence_mean":
-        per_sequence = (per_token * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+        per_sequence = weighted.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
         return per_sequence.mean()
     if aggregation == "token_mean":
-        return (per_token * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+        return weighted.sum() / jnp.maximum(mask.sum(), 1.0)
     if aggregation == "dr_grpo":
-        return (per_token * mask).sum() / mask.size
+        return weighted.sum() / mask.size
     raise ValueError(f"Unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}.")
 
 
@@ -61,6 +73,13 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs, advant
       advantages: float32[B].
       mask: float32[B, T], 1 on completion tokens that count.
     """
+    # Masked positions (padding, tokens after a stop) may hold anything, inf included: pin them
+    # to a ratio of 1 so neither the loss nor its gradient can see them.
+    counted = mask > 0
+    logprobs = jnp.where(counted, logprobs, 0.0)
+    old_logprobs = jnp.where(counted, old_logprobs, 0.0)
+    if ref_logprobs is not None:
+        ref_logprobs = jnp.where(counted, ref_logprobs, 0.0)
     ratio = jnp.exp(logprobs - old_logprobs)
     adv = advantages[:, None]
     unclipped = ratio * adv
@@ -78,7 +97,8 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs, advant
         clip_low=(((ratio < 1.0 - eps_low) & (adv < 0)) * mask).sum() / tokens,
         clip_high=(((ratio > 1.0 + eps_high) & (adv > 0)) * mask).sum() / tokens,
         ratio_mean=(ratio * mask).sum() / tokens,
-        ratio_max=jnp.where(mask > 0, ratio, -jnp.inf).max(),
-        ratio_min=jnp.where(mask > 0, ratio, jnp.inf).min(),
+        # Extremes over counted tokens (1 when none): reduced as max / min, never averaged.
+        ratio_max=jnp.where(counted, ratio, 1.0).max(),
+        ratio_min=jnp.where(counted, ratio, 1.0).min(),
     )
     return loss, metrics

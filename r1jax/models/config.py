@@ -99,10 +99,6 @@ PRESETS = {
                 rope_scaling=RopeScaling(factor=8.0, original_max_position_embeddings=64)),
         "tiny_qwen2": lambda: _tiny("qwen2", tie_embeddings=True),
         "tiny_qwen3": lambda: _tiny("qwen3"),
-        # The GRPO step benchmark's shape (DESIGN.md: 4 layers, d=256).
-        "small_llama": lambda: ModelConfig(
-                architecture="llama", vocab_size=49152, num_layers=4, embed_dim=256, mlp_dim=768,
-                num_heads=4, num_kv_heads=2, head_dim=64, max_seq_len=1024, tie_embeddings=True),
         "smollm2_135m": lambda: ModelConfig(
                 architecture="llama", vocab_size=49152, num_layers=30, embed_dim=576, mlp_dim=1536,
                 num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100_000.0, norm_eps=1e-5,

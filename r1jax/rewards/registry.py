@@ -132,7 +132,15 @@ def evaluate(name: str, prompts: list[str], completions: list[str], fields: Mapp
 
 def combine(specs, prompts: list[str], completions: list[str], fields: Mapping[str, list],
             params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[np.ndarray, dict[str, float]]:
-    """Weighted sum of the named rewards, and a metric per component.
+    """(total, metrics) of `score`: the weighted sum with failures counted as 0."""
+    total, _, metrics = score(specs, prompts, completions, fields, params)
+    return total, metrics
+
+
+def score(specs, prompts: list[str], completions: list[str], fields: Mapping[str, list],
+          params: Mapping[str, Mapping[str, Any]] | None = None
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Weighted sum of the named rewards, which rows a reward failed on, and a metric per component.
 
     Args:
       specs: {name: weight} (dict or ConfigDict) or a sequence of (name, weight) pairs.
@@ -142,20 +150,23 @@ def combine(specs, prompts: list[str], completions: list[str], fields: Mapping[s
         `rewards_params`.
 
     Returns:
-      (total: float32[N], metrics) with metrics `reward/<name>` (mean score, failures as 0),
-      `reward_errors/<name>` (number of completions the reward failed on) and `reward/total`.
+      (total: float32[N] with failures as 0, failed: bool[N] rows some reward with a non-zero
+      weight could not score, metrics) with metrics `reward/<name>` (mean score, failures as
+      0), `reward_errors/<name>` (number of completions the reward failed on), `reward/total`.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
     params = params or {}
     total = np.zeros((len(completions),), np.float32)
+    any_failed = np.zeros((len(completions),), bool)
     metrics: dict[str, float] = {}
     for name, weight in _normalise_specs(specs):
         scores = evaluate(name, prompts, completions, fields, params.get(name))
         failed = np.isnan(scores)
         scores = np.where(failed, np.float32(0), scores)
         total += np.float32(weight) * scores
+        any_failed |= failed & (weight != 0)
         metrics[f"reward/{name}"] = float(scores.mean()) if scores.size else 0.0
         metrics[f"reward_errors/{name}"] = float(failed.sum())
     metrics["reward/total"] = float(total.mean()) if total.size else 0.0
-    return total, metrics
+    return total, any_failed, metrics

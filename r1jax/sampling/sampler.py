@@ -76,13 +76,6 @@ class _DecodeState(NamedTuple):
     cache: dict
 
 
-def left_pad(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Rolls right-padded int32[B, P] rows so their lengths[b] real tokens end in column P - 1."""
-    p = tokens.shape[1]
-    source = (jnp.arange(p)[None, :] - (p - lengths)[:, None]) % p
-    return jnp.take_along_axis(tokens, source, axis=1)
-
-
 def prompt_positions(lengths: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     """Positions and segment ids of left-padded prompts of int32[B] lengths in `width` columns.
 
@@ -179,14 +172,12 @@ def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: St
 
 
 def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, config,
-                  max_new_tokens, n, strategy, stop_tokens, right_padded, cache_shardings,
+                  max_new_tokens, n, strategy, stop_tokens, cache_shardings,
                   decode_window):
     """The traced body of `sample_batch` (see there); static settings are keywords.
 
     cache_shardings: None, or (batch, cache_len) -> the cache's shardings on the mesh.
     """
-    if right_padded:
-        prompt_tokens = left_pad(prompt_tokens, prompt_lengths)
     b, p = prompt_tokens.shape
     cache_len = p + max_new_tokens - 1  # The last sampled token is never fed back.
     logits, cache = prefill(config, params, prompt_tokens, prompt_lengths, cache_len,
@@ -226,12 +217,11 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, c
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(config, max_new_tokens, n, strategy, stop_tokens, right_padded, mesh, rules,
-              decode_window):
+def _compiled(config, max_new_tokens, n, strategy, stop_tokens, mesh, rules, decode_window):
     """One jitted sampler per static setting; jax.jit then keeps one executable per shape."""
     body = functools.partial(
         _sample_batch, config=config, max_new_tokens=max_new_tokens, n=n, strategy=strategy,
-        stop_tokens=stop_tokens, right_padded=right_padded, decode_window=decode_window,
+        stop_tokens=stop_tokens, decode_window=decode_window,
         cache_shardings=None if mesh is None else functools.partial(
             sharding.cache_shardings, config, mesh, rules))
     if mesh is None:
@@ -308,7 +298,7 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
                  prompt_lengths: jax.Array, rng: jax.Array, *, max_new_tokens: int, n: int = 1,
                  temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, stop_tokens: Sequence[int] = (),
-                 token_limits: Optional[jax.Array] = None, padding: str = "left",
+                 token_limits: Optional[jax.Array] = None,
                  mesh: Optional[jax.sharding.Mesh] = None, rules=None,
                  decode_window: Optional[int] = DECODE_WINDOW) -> SampleOutput:
     """Samples n completions for each prompt of a fixed-shape batch, in one jitted call.
@@ -318,7 +308,7 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
     Args:
       config, params: the model; params are an argument of the compiled function, so new ones
         (every training step) do not recompile it.
-      prompt_tokens: int32[B, P], padded on the side `padding` ("left" or "right") names. With a
+      prompt_tokens: int32[B, P], left-padded (`pad_prompts`). With a
         mesh, host (numpy) inputs are the whole batch, the same on every process; jax.Arrays
         are used as they are.
       prompt_lengths: int32[B], each in [1, P].
@@ -336,8 +326,6 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
       SampleOutput with B * n rows, the n completions of prompt 0 first. Logprobs are under the
       model at the sampling temperature (greedy: 1), not truncated by top-k/top-p.
     """
-    if padding not in ("left", "right"):
-        raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")
     strategy = Strategy(float(temperature), top_k, top_p)
     stop_tokens = validate_settings(config, max_new_tokens, n, strategy, stop_tokens)
     _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new_tokens, mesh)
@@ -348,8 +336,8 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
     if decode_window is not None and not (isinstance(decode_window, (int, np.integer))
                                           and decode_window >= 1):
         raise ValueError(f"decode_window must be an int >= 1 or None, got {decode_window!r}.")
-    fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, padding == "right",
-                   mesh, rules, decode_window)
+    fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, mesh, rules,
+                   decode_window)
     if mesh is not None:  # Host arrays hold the whole batch; each process places its rows.
         prompt_tokens, prompt_lengths, token_limits = (
             x if isinstance(x, jax.Array) else sharding.global_batch_from_whole(x, mesh)

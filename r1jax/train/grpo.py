@@ -4,7 +4,8 @@ One step:
   1. take `prompts_per_step` prompts and sample G completions each (one prefill per prompt);
   2. score them with the configured rule rewards; A = (r - mean_group) / std_group;
      (DAPO dynamic sampling: groups whose rewards are all equal are replaced by fresh ones);
-  3. log π_ref of the completions when β > 0;
+  3. recompute π_old with the trainer's forward pass when compute is not float32 (the sampler's
+     bf16 log-probs drift from the trainer's), and log π_ref of the completions when β > 0;
   4. μ passes, each of `num_mini_batches` AdamW updates of the GRPO loss (r1jax.losses.grpo),
      gradients accumulated over `num_micro_batches`.
 """
@@ -124,14 +125,40 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
 
 
 def with_advantages(rollouts: Rollouts, rl) -> Rollouts:
-    """Group-relative advantages, and the loss mask (truncated completions dropped when
-    rl.mask_truncated)."""
-    mask = rollouts.mask
+    """Group-relative advantages, and the loss mask: rows a reward failed to score are left out
+    of their group's statistics and of the loss; truncated completions too when
+    rl.mask_truncated."""
+    keep = ~rollouts.reward_failed
     if rl.mask_truncated:
-        mask = mask * rollouts.finished_by_stop[:, None]
-    advantages = grpo_lib.group_advantages(jnp.asarray(rollouts.rewards), rl.num_generations,
-                                           scale_by_std=rl.scale_by_std)
-    return rollouts.replace(mask=mask, advantages=np.asarray(advantages))
+        keep = keep & rollouts.finished_by_stop
+    advantages = grpo_lib.group_advantages(
+        jnp.asarray(rollouts.rewards), rl.num_generations, scale_by_std=rl.scale_by_std,
+        valid=jnp.asarray(~rollouts.reward_failed))
+    return rollouts.replace(mask=rollouts.mask * keep[:, None],
+                            advantages=np.asarray(advantages))
+
+
+def recompute_old_logprobs(config: ml_collections.ConfigDict) -> bool:
+    """Whether π_old comes from the trainer's forward pass rather than the sampler's log-probs:
+    rl.recompute_old_logprobs, or (None) whenever compute is not float32, where the sampler's
+    bf16 numbers already put ~10% of tokens' ratios 1% off 1 before any update."""
+    if config.rl.recompute_old_logprobs is not None:
+        return config.rl.recompute_old_logprobs
+    return config.model.dtype != "float32"
+
+
+@jax.jit
+def logprob_mismatch(sampler: jax.Array, trainer: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean |log π_sampler − log π_trainer| over the counted tokens (float32[N, C] each): how far
+    the sampler's π_old is from the trainer's forward pass of the same params."""
+    return (jnp.abs(sampler - trainer) * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def shuffled_groups(rollouts: Rollouts, group_size: int, rng: np.random.Generator) -> Rollouts:
+    """The same rows with whole groups in a random order, so that mini-batches mix informative
+    and filler groups (dynamic sampling puts the fillers last)."""
+    order = rng.permutation(rollouts.num_rows // group_size)
+    return rollouts.take((order[:, None] * group_size + np.arange(group_size)).reshape(-1))
 
 
 def rollout_metrics(rollouts: Rollouts) -> dict:
@@ -162,8 +189,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     update = run_lib.jit_update(run, state, functools.partial(
         grpo_update, model_config=run.model_config, optimizer=optimizer, rl=rl,
         nan_policy=tc.nan_policy))
-    ref_logprobs = run_lib.jit_forward(run, lambda params, batch: completion_logprobs(
+    policy_logprobs = run_lib.jit_forward(run, lambda params, batch: completion_logprobs(
         run.model_config, params, batch, rl.sampling.temperature)[0])
+    recompute_old = recompute_old_logprobs(config)
     eval_records = held_out.problems(config)
     base_rng = jax.random.key(tc.seed)
 
@@ -179,27 +207,38 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                            jax.random.fold_in(base_rng, step))
         sample_seconds = watch.lap()
         rollouts = with_advantages(rollouts, rl)
+        if rl.num_mini_batches > 1:
+            rollouts = shuffled_groups(rollouts, rl.num_generations,
+                                       np.random.default_rng([tc.seed, step]))
         # Split on the host, where every process holds the whole batch: each mini-batch is then
         # placed evenly over the batch shards, as the update's in_shardings require.
         minis = [sharding.global_batch_from_whole(m.arrays(), run.mesh)
                  for m in rollouts.split(rl.num_mini_batches)]
+        if recompute_old:
+            recomputed = [policy_logprobs(state.params, m) for m in minis]
+            metrics_old = {"sampler_logprob_mismatch": float(np.mean(
+                [logprob_mismatch(m.logprobs, r, m.mask) for m, r in zip(minis, recomputed)]))}
+            minis = [m.replace(logprobs=r) for m, r in zip(minis, recomputed)]
+        else:
+            metrics_old = {}
         if rl.beta > 0:
-            minis = [m.replace(ref_logprobs=ref_logprobs(state.reference, m)) for m in minis]
+            minis = [m.replace(ref_logprobs=policy_logprobs(state.reference, m)) for m in minis]
         update_metrics = []
         for _ in range(rl.num_iterations):
             for mini in minis:
                 state, m = update(state, mini)
                 update_metrics.append(m)
         update_metrics = jax.device_get(update_metrics)
-        metrics = {k: float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]}
+        metrics = metrics_lib.reduce_updates(update_metrics)
         metrics_lib.check_finite(metrics["loss"], step, tc.nan_policy)
         seconds = watch.lap() + sample_seconds
         metrics.update(reward_metrics)
+        metrics.update(metrics_old)
         metrics.update(rollout_metrics(rollouts))
         metrics.update(
             seconds_per_step=seconds, sample_seconds=sample_seconds,
             tokens_per_second=float(rollouts.lengths.sum()) / max(sample_seconds, 1e-9),
-            learning_rate=float(schedule(step * updates_per_step)))
+            learning_rate=float(schedule(step * updates_per_step - 1)))  # the last update's
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out.evaluate(run, state.params, eval_records))
             run.writer.samples(step, sample_rows(rollouts, tc.log_samples))

@@ -11,6 +11,8 @@ from typing import Optional
 import jax
 import numpy as np
 
+from r1jax.train import step as step_lib
+
 log = logging.getLogger("r1jax")
 
 NAN_POLICIES = ("stop", "skip")
@@ -27,6 +29,14 @@ def check_finite(loss: float, step: int, policy: str):
             "(the newest checkpoint is untouched). Set --config.train.nan_policy=skip to drop "
             "such updates instead.")
     log.warning("Loss is %s at step %d: update skipped (nan_policy=skip).", loss, step)
+
+
+def reduce_updates(updates: list[dict]) -> dict:
+    """One step's metrics from its updates' (host values), by train.step's rule: extremes
+    (`*_max`, `*_min`) as max / min, everything else as the mean."""
+    weights = np.ones(len(updates))
+    return {k: float(step_lib.reduce_metric(k, np.array([float(m[k]) for m in updates]), weights))
+            for k in updates[0]}
 
 
 def _to_python(value):

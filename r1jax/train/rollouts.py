@@ -117,15 +117,15 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
               if key not in ("question", "prompt")}
     fields["completion_lengths"] = lengths.tolist()
     fields["finished_by_stop"] = out.finished_by_stop[own].tolist()
-    local_rewards, reward_metrics = rewards_lib.combine(
+    local_rewards, local_failed, reward_metrics = rewards_lib.score(
         dict(config.rewards), prompts, texts, fields, params=config.rewards_params.to_dict())
-    rewards = sharding.all_rows(np.asarray(local_rewards, np.float32))
+    rewards, failed = sharding.all_rows((np.asarray(local_rewards, np.float32), local_failed))
     rollouts = Rollouts(
         prompt_tokens=np.repeat(prompt_tokens, g, axis=0),
         prompt_lengths=np.repeat(prompt_lengths, g), completions=np.asarray(out.tokens),
         mask=np.asarray(out.mask, np.float32), logprobs=np.asarray(out.logprobs),
         ref_logprobs=None, advantages=np.zeros_like(rewards), rewards=rewards,
-        reward_failed=np.zeros(rewards.shape, bool), lengths=np.asarray(out.lengths),
+        reward_failed=np.asarray(failed, bool), lengths=np.asarray(out.lengths),
         finished_by_stop=np.asarray(out.finished_by_stop),
         texts=dict(zip(own.tolist(), texts)), prompts=dict(zip(own.tolist(), prompts)))
     return rollouts, _reward_metrics(reward_metrics)

@@ -125,8 +125,11 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_updates: int) -> optax.Schedule:
     """Linear warmup to `opt.learning_rate`, then constant / cosine / linear decay towards
-    learning_rate × final_fraction over the remaining updates."""
-    warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
+    learning_rate × final_fraction over the remaining updates.
+
+    Update k (counting from 0) of the warmup uses learning_rate × (k + 1) / warmup_steps: the
+    first update already learns (a ramp from 0, as optax's, would spend it at rate 0).
+    """
     decay_steps = max(total_updates - opt.warmup_steps, 1)
     if opt.decay == "constant":
         after = optax.constant_schedule(opt.learning_rate)
@@ -136,7 +139,12 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_updates: int) -
     else:
         after = optax.linear_schedule(opt.learning_rate, opt.learning_rate * opt.final_fraction,
                                       decay_steps)
-    return optax.join_schedules([warmup, after], [opt.warmup_steps])
+
+    def schedule(count):
+        ramp = opt.learning_rate * jnp.minimum(1.0, (count + 1) / max(opt.warmup_steps, 1))
+        return jnp.where(count < opt.warmup_steps, ramp, after(count - opt.warmup_steps))
+
+    return schedule
 
 
 def make_optimizer(opt: ml_collections.ConfigDict,

@@ -145,7 +145,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         seconds = watch.lap()
         metrics.update(seconds_per_step=seconds,
                        tokens_per_second=float(batch.weights.size) / seconds,
-                       learning_rate=float(schedule(step)), packing_fill=pack_stats["fill"])
+                       learning_rate=float(schedule(step - 1)), packing_fill=pack_stats["fill"])
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out_loss(run, state.params, held_out_rows, loss_sums))
             metrics.update(held_out.evaluate(run, state.params, eval_records))

@@ -9,6 +9,16 @@ import jax.numpy as jnp
 import optax
 
 
+def reduce_metric(name: str, values: jax.Array, weights: jax.Array) -> jax.Array:
+    """One metric over micro-batches (values, weights: float32[M]): extremes (`*_max`, `*_min`)
+    as max / min, everything else as the weighted mean."""
+    if name.endswith("_max"):
+        return values.max()
+    if name.endswith("_min"):
+        return values.min()
+    return (values * weights).sum() / weights.sum()
+
+
 def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
                     optimizer: optax.GradientTransformation, num_micro_batches: int,
                     nan_policy: str):
@@ -28,15 +38,18 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
 
     def accumulate(grads, xs):
         mb, weight = xs
-        weighted = lambda p: jax.tree.map(lambda v: v * weight, loss_fn(p, mb))
-        (loss, metrics), g = jax.value_and_grad(weighted, has_aux=True)(params)
-        return jax.tree.map(jnp.add, grads, g), (loss, metrics, weight)
+
+        def weighted_loss(p):
+            loss, metrics = loss_fn(p, mb)
+            return loss * weight, (loss, metrics)
+
+        (_, (loss, metrics)), g = jax.value_and_grad(weighted_loss, has_aux=True)(params)
+        return jax.tree.map(jnp.add, grads, g), (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    grads, (losses, metrics, w) = jax.lax.scan(accumulate, zeros, (micro, weights))
-    # metrics were scaled by their micro-batch weight: summing gives the weighted mean.
-    metrics = jax.tree.map(lambda m: m.sum() / w.sum(), metrics)
-    loss = losses.sum()
+    grads, (losses, metrics) = jax.lax.scan(accumulate, zeros, (micro, weights))
+    metrics = {k: reduce_metric(k, v, weights) for k, v in metrics.items()}
+    loss = (losses * weights).sum()
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     if nan_policy == "skip":
