@@ -29,7 +29,8 @@ def _rollout_batch(rng, n=8, p=5, c=6):
         mask=mask, logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
         ref_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
         advantages=rng.normal(size=n).astype(np.float32), rewards=np.zeros(n, np.float32),
-        reward_failed=np.zeros(n, bool), lengths=mask.sum(1).astype(np.int32),
+        reward_failed=np.zeros(n, bool), reward_components={},
+        lengths=mask.sum(1).astype(np.int32),
         finished_by_stop=np.ones(n, bool))
 
 

@@ -3,6 +3,6 @@
 Built-in: math_accuracy, format, format_soft, language_consistency, code, overlong (see
 registry.py for the signature every reward shares).
 """
-from r1jax.rewards.registry import combine, evaluate, get, names, register, score
+from r1jax.rewards.registry import combine, evaluate, get, metrics, names, register, score
 
-__all__ = ["combine", "evaluate", "get", "names", "register", "score"]
+__all__ = ["combine", "evaluate", "get", "metrics", "names", "register", "score"]

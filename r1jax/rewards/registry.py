@@ -132,15 +132,15 @@ def evaluate(name: str, prompts: list[str], completions: list[str], fields: Mapp
 
 def combine(specs, prompts: list[str], completions: list[str], fields: Mapping[str, list],
             params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[np.ndarray, dict[str, float]]:
-    """(total, metrics) of `score`: the weighted sum with failures counted as 0."""
-    total, _, metrics = score(specs, prompts, completions, fields, params)
-    return total, metrics
+    """(total, metrics): `score`'s weighted sum (failures as 0) and `metrics` of its components."""
+    total, _, components = score(specs, prompts, completions, fields, params)
+    return total, metrics(components, total)
 
 
 def score(specs, prompts: list[str], completions: list[str], fields: Mapping[str, list],
           params: Mapping[str, Mapping[str, Any]] | None = None
-          ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Weighted sum of the named rewards, which rows a reward failed on, and a metric per component.
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The named rewards of each completion, their weighted sum, and which rows failed.
 
     Args:
       specs: {name: weight} (dict or ConfigDict) or a sequence of (name, weight) pairs.
@@ -150,23 +150,30 @@ def score(specs, prompts: list[str], completions: list[str], fields: Mapping[str
         `rewards_params`.
 
     Returns:
-      (total: float32[N] with failures as 0, failed: bool[N] rows some reward with a non-zero
-      weight could not score, metrics) with metrics `reward/<name>` (mean score, failures as
-      0), `reward_errors/<name>` (number of completions the reward failed on), `reward/total`.
+      (total: float32[N], the weighted sum with failures as 0; failed: bool[N], rows that a
+      reward with a non-zero weight could not score; components: {name: float32[N]}, each
+      reward's scores with NaN where it failed).
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
     params = params or {}
     total = np.zeros((len(completions),), np.float32)
-    any_failed = np.zeros((len(completions),), bool)
-    metrics: dict[str, float] = {}
+    failed = np.zeros((len(completions),), bool)
+    components = {}
     for name, weight in _normalise_specs(specs):
         scores = evaluate(name, prompts, completions, fields, params.get(name))
-        failed = np.isnan(scores)
-        scores = np.where(failed, np.float32(0), scores)
-        total += np.float32(weight) * scores
-        any_failed |= failed & (weight != 0)
-        metrics[f"reward/{name}"] = float(scores.mean()) if scores.size else 0.0
-        metrics[f"reward_errors/{name}"] = float(failed.sum())
-    metrics["reward/total"] = float(total.mean()) if total.size else 0.0
-    return total, any_failed, metrics
+        components[name] = scores
+        total += np.float32(weight) * np.nan_to_num(scores, nan=0.0)
+        failed |= np.isnan(scores) & (weight != 0)
+    return total, failed, components
+
+
+def metrics(components: Mapping[str, np.ndarray], total: np.ndarray) -> dict[str, float]:
+    """`reward/<name>` (mean score, failures as 0), `reward_errors/<name>` (completions the
+    reward failed on) and `reward/total` of `score`'s outputs."""
+    out = {}
+    for name, scores in components.items():
+        out[f"reward/{name}"] = float(np.nan_to_num(scores, nan=0.0).mean()) if scores.size else 0.0
+        out[f"reward_errors/{name}"] = float(np.isnan(scores).sum())
+    out["reward/total"] = float(total.mean()) if total.size else 0.0
+    return out

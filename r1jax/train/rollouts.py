@@ -28,6 +28,7 @@ class Rollouts:
       advantages: float32[N] (zeros until `with_advantages`).
       rewards: float32[N] the weighted sum of the configured rewards.
       reward_failed: bool[N] a reward could not score the row (counted as 0 in `rewards`).
+      reward_components: {name: float32[N]} each reward's scores, NaN where it failed.
       lengths: int32[N] generated tokens; finished_by_stop: bool[N] ended by a stop token.
       texts, prompts: {row: str} of this process's rows (host only; not a pytree leaf).
     """
@@ -41,6 +42,7 @@ class Rollouts:
     advantages: np.ndarray
     rewards: np.ndarray
     reward_failed: np.ndarray
+    reward_components: dict
     lengths: np.ndarray
     finished_by_stop: np.ndarray
     texts: dict = flax.struct.field(pytree_node=False, default_factory=dict)
@@ -64,8 +66,8 @@ class Rollouts:
         return [self.take(np.arange(i * size, (i + 1) * size)) for i in range(parts)]
 
     def arrays(self) -> "Rollouts":
-        """The same rows without the host-only texts: what goes to the device."""
-        return self.replace(texts={}, prompts={})
+        """The arrays the update reads (no texts, no per-reward scores): what goes to the device."""
+        return self.replace(reward_components={}, texts={}, prompts={})
 
     @staticmethod
     def concatenate(parts: list["Rollouts"]) -> "Rollouts":
@@ -83,18 +85,9 @@ def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
     return groups.max(axis=1) > groups.min(axis=1)
 
 
-def _reward_metrics(local: dict) -> dict:
-    """Reward metrics of all processes' rows from each process's own: means of the means (every
-    process scores as many rows), sums of the error counts."""
-    keys = sorted(local)
-    gathered = sharding.all_rows(np.array([[local[k] for k in keys]], np.float64))
-    return {k: float(gathered[:, i].sum() if k.startswith("reward_errors/")
-                     else gathered[:, i].mean()) for i, k in enumerate(keys)}
-
-
 def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int]], width: int,
-                     rng: jax.Array) -> tuple[Rollouts, dict]:
-    """(Rollouts of every process's prompts × G, reward metrics), sampled with `params`.
+                     rng: jax.Array) -> Rollouts:
+    """Rollouts of every process's prompts × G, sampled with `params`.
 
     Each process brings its own prompts; all of them are sampled as one global batch, and each
     process decodes and scores the rows of its own prompts (a code sandbox then runs on every
@@ -117,22 +110,23 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
               if key not in ("question", "prompt")}
     fields["completion_lengths"] = lengths.tolist()
     fields["finished_by_stop"] = out.finished_by_stop[own].tolist()
-    local_rewards, local_failed, reward_metrics = rewards_lib.score(
-        dict(config.rewards), prompts, texts, fields, params=config.rewards_params.to_dict())
-    rewards, failed = sharding.all_rows((np.asarray(local_rewards, np.float32), local_failed))
+    rewards, failed, components = sharding.all_rows(rewards_lib.score(
+        dict(config.rewards), prompts, texts, fields, params=config.rewards_params.to_dict()))
     rollouts = Rollouts(
         prompt_tokens=np.repeat(prompt_tokens, g, axis=0),
         prompt_lengths=np.repeat(prompt_lengths, g), completions=np.asarray(out.tokens),
         mask=np.asarray(out.mask, np.float32), logprobs=np.asarray(out.logprobs),
         ref_logprobs=None, advantages=np.zeros_like(rewards), rewards=rewards,
-        reward_failed=np.asarray(failed, bool), lengths=np.asarray(out.lengths),
+        reward_failed=np.asarray(failed, bool), reward_components=components,
+        lengths=np.asarray(out.lengths),
         finished_by_stop=np.asarray(out.finished_by_stop),
         texts=dict(zip(own.tolist(), texts)), prompts=dict(zip(own.tolist(), prompts)))
-    return rollouts, _reward_metrics(reward_metrics)
+    return rollouts
 
 
 def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
-    """One step's rollouts (rl.prompts_per_step prompts × G) and their reward metrics.
+    """One step's rollouts (rl.prompts_per_step prompts × G) and the reward metrics of every row
+    sampled (before the filtering below).
 
     With rl.filter_groups (DAPO's dynamic sampling), groups whose rewards are all equal are
     replaced by fresh prompts' (up to rl.max_filter_rounds extra rounds); informative groups
@@ -140,13 +134,11 @@ def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     """
     rl = run.config.rl
     g, needed = rl.num_generations, rl.prompts_per_step
-    rounds, round_metrics = [], []
+    rounds = []
     for round_index in range(1 + (rl.max_filter_rounds if rl.filter_groups else 0)):
         records, prompt_ids = next(iterator)
-        rollouts, metrics = sample_and_score(run, params, records, prompt_ids, iterator.width,
-                                             jax.random.fold_in(rng, round_index))
-        rounds.append(rollouts)
-        round_metrics.append(metrics)
+        rounds.append(sample_and_score(run, params, records, prompt_ids, iterator.width,
+                                       jax.random.fold_in(rng, round_index)))
         if not rl.filter_groups or sum(
                 informative_groups(r.rewards, g).sum() for r in rounds) >= needed:
             break
@@ -157,6 +149,6 @@ def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     else:
         groups = np.arange(needed)
     selected = pooled.take((groups[:, None] * g + np.arange(g)).reshape(-1))
-    metrics = {k: float(np.mean([m[k] for m in round_metrics])) for k in round_metrics[0]}
+    metrics = rewards_lib.metrics(pooled.reward_components, pooled.rewards)
     metrics["groups_informative"] = float(np.mean(informative_groups(selected.rewards, g)))
     return selected, metrics
