@@ -139,6 +139,12 @@ def extract_answer(completion: str, sources=DEFAULT_SOURCES) -> str | None:
     return None
 
 
+def ballot(completion: str, sources=DEFAULT_SOURCES, **scoring_params) -> str | None:
+    """A completion's vote in cons@k: its answer as math_accuracy extracts it with the same
+    params (`scoring_params`, e.g. timeout_s, do not change what is extracted)."""
+    return extract_answer(completion, sources)
+
+
 def _fraction(numeral: str) -> Fraction | None:
     """The value of one numeral (`-1,234.5`, `3/4`); None for a fraction not in lowest terms
     (`136/2` restates a division, `4/1` an integer)."""
