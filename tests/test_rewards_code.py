@@ -314,3 +314,18 @@ def test_unsupported_tests_are_reward_errors(sandbox):
     fn = rewards.get("code", mode=mode, python=python, **LIMITS)
     [score] = fn([""], [_fenced("def f():\n    return 1")], tests=[["assert [f() for _ in range(2)] == [1, 1]"]])
     assert score != score  # NaN: the data's test, not the program, is at fault.
+
+
+def test_tests_compile_to_probes_and_checks_without_a_sandbox():
+    from r1jax.rewards import code_tests
+    test = code_tests.compile_test("r = add(1, 2)\nassert r == 3 and add(b=3, a=1) == 4 if flag else False")
+    assert [(p.name, p.args, p.kwargs) for p in test.probes] == [("add", (1, 2), {}), ("flag", None, None),
+                                                               ("add", (), {"b": 3, "a": 1})]
+    assert code_tests.passes(test, [3, True, 4])
+    assert not code_tests.passes(test, [3, False, 4]) and not code_tests.passes(test, [3, True, 5])
+    assert not code_tests.passes(test, [code_tests.failed("raised"), True, 4])
+    assert code_tests.decode_value('{"tuple": [1, {"set": [2]}]}') == (1, {2})
+    assert isinstance(code_tests.decode_value('{"object": []}'), Exception)
+    # Values a program returned cannot make the harness build huge numbers or strings.
+    huge = code_tests.compile_test("assert f() ** 10 ** 9 > 0 or 'x' * f() == ''")
+    assert not code_tests.passes(huge, [3, 10 ** 12])
