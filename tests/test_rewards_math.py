@@ -112,8 +112,8 @@ def test_timeout_is_an_error_not_a_hang():
     nested = "(" * 30 + "x" + ")" * 30
     start = time.monotonic()
     total, metrics = rewards.combine({"math_accuracy": 1.0}, ["", ""],
-                                     [f"<answer>{nested}</answer>", "<answer>1 + x</answer>"],
-                                     {"answer": ["x + 1", "x + 1"]},  # Not numbers: through sympy.
+                                     [f"<answer>{nested}</answer>", "<answer>5</answer>"],
+                                     {"answer": ["x + 1", "5"]},  # "x + 1" is not a number: sympy.
                                      params={"math_accuracy": {"timeout_s": 1}})
     assert time.monotonic() - start < 5
     assert total.tolist() == [0.0, 1.0]
