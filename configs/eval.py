@@ -47,6 +47,10 @@ def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
     config.template = "chat"  # r1jax.data.templates name or a "{question}" format string.
     config.system = config_dict.placeholder(str)  # Chat system prompt; None: the template's default.
     config.reward = "math_accuracy"  # Verifies completions; also picks the answer extraction for cons@k.
+    # Params of that reward, e.g. {"sources": ("answer", "boxed", "last_number")} for prompts that
+    # ask for a bare number (math_accuracy reads only <answer> and \boxed{} by default).
+    config.reward_params = ml_collections.ConfigDict()
+    config.stop_strings = config_dict.placeholder(tuple)  # None: the template's ("</answer>" for R1's).
     config.k = 1  # Completions per problem.
     config.sampling = common.sampling_config(temperature=0.0)  # greedy
     config.max_new_tokens = 512

@@ -28,6 +28,10 @@ def _cpu(config: ml_collections.ConfigDict):
                        template="chat:{question} Reply with just the number.",
                        generate=dict(operations="+", digits=2, num_train=5000,
                                      num_test=200, seed=0))
+    # The prompt asks for a bare number, so the reply's last number is its answer: the one
+    # variant where math_accuracy reads last_number (strict answer/boxed elsewhere).
+    config.rewards_params.math_accuracy = dict(sources=("answer", "boxed", "last_number"))
+    config.eval.reward_params = config.rewards_params.math_accuracy.to_dict()
     config.rl.update(prompts_per_step=4)
     config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
     config.train.update(num_steps=30, eval_every=10, checkpoint_every=10)

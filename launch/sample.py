@@ -8,7 +8,8 @@ r"""Samples completions from a model for prompts from a file or the command line
 --model is a Hugging Face directory (config.json + safetensors) or a .gguf file. --prompts is a
 .jsonl file whose lines carry "question" or "prompt" (any "id" is kept), or a text file with one
 prompt per line. Each prompt is rendered with --template (default "chat": the tokenizer's chat
-template; see r1jax/data/templates.py) and completions stop at the tokenizer's end tokens.
+template; see r1jax/data/templates.py) and completions stop at the tokenizer's end tokens and at
+--stop_strings (default: the template's, "</answer>" for the R1 templates; --stop_strings= for none).
 
 Writes one JSON object per completion, n per prompt, in prompt order:
   {"id", "prompt" (the question as given), "completion" (text), "sample" (0..n-1),
@@ -40,6 +41,8 @@ def define_flags():
     flags.DEFINE_string("template", "chat", f"One of {templates.TEMPLATE_NAMES} or a format string "
                         "with '{question}' (see r1jax/data/templates.py).")
     flags.DEFINE_string("system", None, "System prompt (chat templates only).")
+    flags.DEFINE_list("stop_strings", None, "Texts that end a completion (cut after the first); "
+                      "default: the template's (templates.default_stop_strings); empty: none.")
     flags.DEFINE_integer("n", 1, "Completions per prompt.")
     flags.DEFINE_integer("max_new_tokens", 256, "Most tokens per completion.")
     flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
@@ -104,6 +107,8 @@ def main(argv):
     inputs = [data.encode_prompt(tokenizer, FLAGS.template, r["question"], FLAGS.system)[1]
               for r in records]
     n, stops = FLAGS.n, models.stop_tokens(tokenizer)
+    stop_strings = (templates.default_stop_strings(FLAGS.template) if FLAGS.stop_strings is None
+                    else tuple(FLAGS.stop_strings))
     per_chunk = max(1, FLAGS.batch_size // max(n, 1))
     output = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w")
     try:
@@ -114,7 +119,8 @@ def main(argv):
                         config, params, inputs[start:start + per_chunk],
                         max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
                         top_k=FLAGS.top_k or None, top_p=FLAGS.top_p if FLAGS.top_p < 1 else None,
-                        n=n, stop_tokens=stops, seed=FLAGS.seed + chunk,
+                        n=n, stop_tokens=stops, stop_strings=stop_strings, tokenizer=tokenizer,
+                        seed=FLAGS.seed + chunk,
                         batch_size=FLAGS.batch_size)
                 for line in completion_lines(records[start:start + per_chunk], out, tokenizer, n):
                     output.write(json.dumps(line) + "\n")

@@ -14,6 +14,7 @@ from r1jax import data, models, sampling
 from r1jax.data import templates
 from r1jax.eval import evaluate as evaluation
 from r1jax.eval import metrics
+from r1jax.rewards import math as math_reward
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -73,11 +74,12 @@ def test_scripted_completions_are_scored_voted_and_aggregated(monkeypatch):
     summary, problems = evaluation.evaluate(
             None, None, tokenizer, PROBLEMS, template="{question}", k=4,
             strategy=sampling.Strategy(temperature=0.6, top_p=0.95),
-            max_new_tokens=16, batch_size=8, seed=5, pass_ks=(1, 2, 4), progress=False)
+            max_new_tokens=16, batch_size=8, seed=5, pass_ks=(1, 2, 4), progress=False,
+            reward_params={"sources": math_reward.SOURCES})  # Bare replies: last_number on.
 
     assert [p["correct"] for p in problems] == [[False, True, True, False], [False, True, False, False],
                                                 [False] * 4]
-    assert problems[0]["extracted_answers"] == ["5", "4", "4", "5"]  # "$5.00" normalised to "5".
+    assert problems[0]["extracted_answers"] == ["5", "4", "4", "5.00"]  # "5.00" votes with "5".
     assert problems[1]["extracted_answers"] == [None, "9", "6", None]
     assert problems[0]["completions"][1] == "\\boxed{4}"  # Decoded without the eos token.
     assert [p["prompt"] for p in problems] == [p["question"] for p in PROBLEMS]
@@ -95,6 +97,23 @@ def test_scripted_completions_are_scored_voted_and_aggregated(monkeypatch):
     assert {key: call[key] for key in ("n", "seed", "temperature", "top_p", "max_new_tokens", "batch_size")} == {
             "n": 4, "seed": 5, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 16, "batch_size": 8}
     assert call["stop_tokens"] == (tokenizer.eos_token_id,)
+    assert call["stop_strings"] == () and call["tokenizer"] is tokenizer  # The template asks for no tags.
+
+
+def test_r1_templates_stop_at_the_answer_and_the_reward_gets_the_question(monkeypatch):
+    tokenizer = byte_tokenizer()
+    script = Scripted(tokenizer, {p["question"] + " Use <answer></answer>.": ["<answer>4</answer>"] for p in PROBLEMS})
+    monkeypatch.setattr(sampling, "generate", script)
+    seen = []
+    monkeypatch.setattr(evaluation.rewards, "get", lambda name, **params: lambda prompts, completions, **fields: (
+        seen.append(fields), [1.0] * len(completions))[1])
+    evaluation.evaluate(None, None, tokenizer, PROBLEMS[:1], template="{question} Use <answer></answer>.",
+                        k=1, strategy=sampling.Strategy(), max_new_tokens=8, batch_size=1, seed=0,
+                        reward="spy", progress=False)
+    assert script.calls[0]["stop_strings"] == ("</answer>",)
+    assert seen[0]["question"] == ["What is 2 + 2?"] and "answer" in seen[0]
+    assert templates.default_stop_strings("r1_zero") == templates.default_stop_strings("chat_r1") == ("</answer>",)
+    assert templates.default_stop_strings("chat") == templates.default_stop_strings("plain") == ()
 
 
 def test_stop_tokens_include_chat_end_tokens():
@@ -117,12 +136,6 @@ def test_model_input_writes_an_added_bos_into_the_prompt_text():
     text, ids = data.encode_prompt(with_bos, "chat", "hi")
     assert text == templates.render_prompt("chat", "hi", with_bos)
     assert ids == with_bos.encode(text, add_special_tokens=False)
-
-
-@pytest.mark.parametrize("answer, normal", [("$1,234.50", "1234.5"), ("72.", "72"), ("-0", "0"),
-                                            ("\\frac{1}{2}", "\\frac{1}{2}"), (" x  + 1", "x + 1")])
-def test_normalise_answer(answer, normal):
-    assert evaluation.normalise_answer(answer) == normal
 
 
 def test_evaluate_rejects_bad_settings():

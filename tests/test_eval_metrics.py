@@ -61,6 +61,13 @@ VOTE_TABLES = [
     ([None, None], [False, False], None, False),
     # k = 1: cons@1 is the single completion's correctness.
     (["42"], [True], 0, True),
+    # Equal values vote together (issue 13: "3" won 2:1:1:1 when each spelling voted alone).
+    ([r"\frac{1}{2}", "3", "0.5", "3", "1/2"], [True, False, True, False, True], 0, True),
+    (["3", "1/2", "$3", "0.5", r"\dfrac{1}{2}"], [False, True, False, True, True], 1, True),
+    # A tie between classes: the class opened first wins, whatever its spellings.
+    (["0.5", "3", "3.0", "1/2"], [True, False, False, True], 0, True),
+    # A restated question is not its value: "68" 2, "23 + 45" 1.
+    (["23 + 45", "68", "68"], [False, True, True], 1, True),
 ]
 
 

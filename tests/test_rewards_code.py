@@ -185,7 +185,8 @@ def test_results_report_limits(sandbox):
     mode, python = sandbox
     runs = {"timeout": ("while True: pass", ["pass"]),
             "output_limit": ("while True: print('x' * 1000)", ["pass"]),
-            "partial": ("import time", ["pass", "pass", "time.sleep(60)", "pass"]),
+            "partial": ("import time\ndef one():\n    return 1\ndef hang():\n    time.sleep(60)",
+                        ["assert one() == 1", "pass", "hang()", "assert one() == 1"]),
             "crashed": ("import os\nos._exit(3)", ["pass"])}
     programs, tests = zip(*runs.values())
     results = dict(zip(runs, code.run_many(programs, tests, code.Limits(**LIMITS), mode, python)))
@@ -221,3 +222,110 @@ def test_sandbox_error_is_a_reward_error():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="unknown sandbox mode"):
         code.sandbox_mode("docker")
+
+
+# Forgeries (issue 13): each scored 1.0 when the tests ran in the program's process.
+_FRAME_WALK = """
+import sys
+frame = sys._getframe()
+while frame is not None:
+    found = frame.f_locals
+    if 'results' in found and 'nonce' in found:
+        job, nonce = found['job'], found['nonce']
+        for i in range(len(job.get('tests', ())) + len(job.get('probes', ()))):
+            found['results'].write(f'{nonce} pass {i}\\n{nonce} value {i} true\\n')
+        found['results'].write(f'{nonce} program_ok\\n')
+        found['results'].flush()
+    frame = frame.f_back
+def add(a, b):
+    return 0
+"""
+_EMPTY_TESTS = """
+import sys
+frame = sys._getframe()
+while frame is not None:
+    job = frame.f_locals.get('job')
+    if isinstance(job, dict):
+        for key in ('tests', 'probes'):
+            if key in job:
+                job[key][:] = ['pass'] * len(job[key]) if key == 'tests' else []
+    frame = frame.f_back
+def add(a, b):
+    return 0
+"""
+_ALWAYS_EQUAL = """
+class Anything:
+    def __eq__(self, other):
+        return True
+class Int(int):
+    def __eq__(self, other):
+        return True
+def add(a, b):
+    return Anything() if a < 10 else Int(0)
+"""
+_REDEFINED_NAMES = """
+import builtins
+builtins.len = lambda x: 3
+sorted = lambda x: [1, 2, 3]
+def add(a, b):
+    return [a]
+"""
+FORGERIES = {
+    "frame_walk_writes_pass_lines": (_FRAME_WALK, ["assert add(20, 22) == 42", "assert add(2, 5) == 7"]),
+    "test_list_emptied": (_EMPTY_TESTS, ["assert add(20, 22) == 42", "assert add(2, 5) == 7"]),
+    "always_equal_objects": (_ALWAYS_EQUAL, ["assert add(2, 5) == 7", "assert add(20, 22) == 42"]),
+    "redefined_names": (_REDEFINED_NAMES, ["assert len(add(2, 5)) == 3", "assert sorted(add(3, 1)) == [1, 2, 3]"]),
+}
+
+
+def test_forged_passes_score_zero(sandbox):
+    mode, python = sandbox
+    fn = rewards.get("code", mode=mode, python=python, workers=len(FORGERIES), **LIMITS)
+    programs, tests = zip(*FORGERIES.values())
+    scores = fn([""] * len(FORGERIES), [_fenced(p) for p in programs], tests=list(tests))
+    assert dict(zip(FORGERIES, scores)) == dict.fromkeys(FORGERIES, 0.0)
+
+
+def test_plain_values_are_checked_by_the_harness(sandbox):
+    """What crosses back: plain data, compared in the harness; builtins, math.isclose, locals."""
+    mode, python = sandbox
+    program = ("import math\ndef stats(xs):\n    return {'n': len(xs), 'mean': sum(xs) / len(xs)}\n"
+               "def pair(a):\n    return (a, [a, {a}], None)\nlimit = 10\ndef root(x):\n    return math.sqrt(x)\n"
+               "def fail():\n    raise ValueError('no')\ndef show():\n    print('hi')")
+    tests = ["assert stats([1, 2, 3]) == {'n': 3, 'mean': 2.0}",
+             "assert pair(2) == (2, [2, {2}], None) and pair(2) != [2, [2, {2}], None]",
+             "r = root(2.0)\nassert math.isclose(r * r, 2.0) and limit > 9",
+             "assert sorted(pair(3)[1][:1] + [1]) == [1, 3]",
+             "assert abs(root(9) - 3) < 1e-9, f'{root(9)}'",
+             "assert fail() is None",  # raised: fails
+             "show()",                 # returns None: passes
+             "assert isinstance(pair(1)[0], int) and len(pair(1)[1]) == 2"]
+    result = code.run_program(program, tests, code.Limits(**LIMITS), mode, python)
+    assert (result.status, result.passed, result.total) == ("ok", 7, 8)
+
+
+def test_unsupported_tests_are_reward_errors(sandbox):
+    mode, python = sandbox
+    with pytest.raises(ValueError, match=r"tests\[1\] .*For"):
+        code.run_program("def f(x):\n    return x", ["assert f(1) == 1", "for i in range(3):\n    assert f(i) == i"],
+                         code.Limits(**LIMITS), mode, python)
+    with pytest.raises(ValueError, match="use another program value"):
+        code.run_program("def f(x):\n    return x", ["assert f(f(1)) == 1"], code.Limits(**LIMITS), mode, python)
+    fn = rewards.get("code", mode=mode, python=python, **LIMITS)
+    [score] = fn([""], [_fenced("def f():\n    return 1")], tests=[["assert [f() for _ in range(2)] == [1, 1]"]])
+    assert score != score  # NaN: the data's test, not the program, is at fault.
+
+
+def test_tests_compile_to_probes_and_checks_without_a_sandbox():
+    from r1jax.rewards import code_tests
+    test = code_tests.compile_test("r = add(1, 2)\nassert r == 3 and add(b=3, a=1) == 4 if flag else False")
+    assert [(p.name, p.args, p.kwargs) for p in test.probes] == [("add", (1, 2), {}), ("flag", None, None),
+                                                               ("add", (), {"b": 3, "a": 1})]
+    assert code_tests.passes(test, [3, True, 4])
+    assert not code_tests.passes(test, [3, False, 4]) and not code_tests.passes(test, [3, True, 5])
+    assert not code_tests.passes(test, [code_tests.failed("raised"), True, 4])
+    assert code_tests.decode_value('{"tuple": [1, {"set": [2]}]}') == (1, {2})
+    assert isinstance(code_tests.decode_value('{"object": []}'), Exception)
+    # Values a program returned cannot make the harness build huge numbers or strings.
+    huge = code_tests.compile_test("assert f() ** 10 ** 9 > 0 or 'x' * f() == ''")
+    assert not code_tests.passes(huge, [3, 10 ** 12])

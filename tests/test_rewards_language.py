@@ -5,7 +5,9 @@ import os
 import pytest
 
 from r1jax import rewards
+from r1jax.data import templates
 from r1jax.rewards import language
+from r1jax.rewards.language import detect_language
 
 EN_PROMPT = "Natalia sold clips to 48 of her friends in April. How many clips did she sell?"
 ZH_PROMPT = "娜塔莉亚四月份卖给了48个朋友发夹，五月份卖出的数量是四月份的一半。她一共卖了多少个？"
@@ -90,3 +92,15 @@ def test_english_gsm8k_solutions_are_english():
     scores = rewards.get("language_consistency")([r["question"] for r in rows], [r["answer"] for r in rows])
     assert sum(s == 1.0 for s in scores) >= len(rows) - 10
     assert sum(scores) / len(rows) > 0.999
+
+
+def test_the_target_comes_from_the_question_not_the_template():
+    """A Chinese question in the English R1-Zero template: detected from the templated prompt
+    the target was English (before issue 13 the Chinese chain of thought scored 0.0)."""
+    question = "小明有三个苹果，又买了两个。他现在有几个苹果？"
+    prompt = templates.render_prompt("r1_zero", question)
+    assert detect_language(prompt) == "en"  # What the prompt alone says.
+    cot = "小明原来有三个苹果，又买了两个，所以一共有五个。"
+    assert _reward([prompt], [cot], question=[question]) == [1.0]
+    assert _reward([prompt], [cot], question=[question], language=["en"]) == [0.0]  # The field wins.
+    assert _reward([prompt], [cot]) == [0.0]  # The documented fallback, without a question.

@@ -7,7 +7,7 @@ from r1jax.rewards import registry
 
 
 def test_builtin_names():
-    for name in ("math_accuracy", "format", "format_soft", "language_consistency", "code", "overlong"):
+    for name in ("math_accuracy", "countdown", "format", "format_soft", "language_consistency", "code", "overlong"):
         assert name in rewards.names()
         assert callable(rewards.get(name))
 

@@ -1,6 +1,7 @@
 """launch/sample.py: prompt files, its errors, and a whole run on a tiny saved model."""
 import json
 import os
+import string
 import subprocess
 import sys
 
@@ -58,7 +59,8 @@ def test_whole_run_writes_n_completions_per_prompt(model_dir, tmp_path):
     result = subprocess.run(
             [sys.executable, "-m", "launch.sample", f"--model={model_dir}", f"--prompts={prompts}",
              "--prompt=Name a color.", f"--output={output}", "--n=2", "--temperature=1.0",
-             "--top_p=0.9", "--max_new_tokens=6", "--batch_size=4"],
+             "--top_p=0.9", "--max_new_tokens=6", "--batch_size=4",
+             "--stop_strings=" + ",".join(string.ascii_letters)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in output.read_text().splitlines()]
@@ -69,3 +71,5 @@ def test_whole_run_writes_n_completions_per_prompt(model_dir, tmp_path):
         assert isinstance(line["completion"], str) and 1 <= line["num_tokens"] <= 6
         assert line["finish_reason"] in ("stop", "length")
         assert line["finish_reason"] == "stop" or line["num_tokens"] == 6
+        # Cut after the first letter (a stop string): none before the completion's last character.
+        assert not any(c in string.ascii_letters for c in line["completion"][:-1]), line["completion"]

@@ -1,7 +1,7 @@
 """Multi-digit arithmetic questions ("What is 482 * 37?") with exact integer answers."""
 import numpy as np
 
-from r1jax.data import countdown
+from r1jax.rewards.countdown import evaluate_expression
 
 _SUPPORTED_OPERATIONS = "+-*"
 
@@ -27,6 +27,6 @@ def make_example(rng: np.random.Generator, *, digits: int = 2, num_operands: int
     operands = rng.integers(low, 10**digits, size=num_operands)
     symbols = [operations[k] for k in rng.integers(len(operations), size=num_operands - 1)]
     expression = str(operands[0]) + "".join(f" {s} {n}" for s, n in zip(symbols, operands[1:]))
-    value, _ = countdown.evaluate_expression(expression)  # Exact, and integral: no division.
+    value, _ = evaluate_expression(expression)  # Exact, and integral: no division.
     answer = str(int(value))
     return {"question": f"What is {expression}?", "answer": answer, "solution": f"{expression} = {answer}"}

@@ -1,76 +1,19 @@
 """The Countdown game: reach a target from given numbers with + - * /, each number used once.
 
-`make_example` draws one solvable puzzle (with a witness expression); `countdown_verify` checks a
-model's expression. Expressions are evaluated by walking their `ast` with exact fractions, never
-with `eval`, so a completion cannot run code, and 7/2*2 is exactly 7.
+`make_example` draws one solvable puzzle (with a witness expression). The verifier of a model's
+expression, `countdown_verify`, lives with the reward that uses it (r1jax.rewards.countdown) and
+is re-exported here.
 """
-import ast
 import fractions
 import operator
 from collections.abc import Sequence
 
 import numpy as np
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+from r1jax.rewards.countdown import countdown_verify  # noqa: F401 - re-exported.
+
 _BY_SYMBOL = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-# Long enough for any honest answer, short enough that parsing a hostile completion stays cheap.
-_MAX_EXPRESSION_CHARS = 500
 _MAX_DRAWS = 10_000
-
-
-def evaluate_expression(expression: str) -> tuple[fractions.Fraction, list[int]]:
-    """Evaluates an arithmetic expression of non-negative integers, + - * / and parentheses.
-
-    Args:
-      expression: e.g. "(25 - 5) * 3".
-
-    Returns:
-      (value as an exact Fraction, the integer literals in the order they appear).
-
-    Raises:
-      ValueError: not such an expression (other syntax, names, calls, unary minus, floats),
-        division by zero, or longer than 500 characters.
-    """
-    if len(expression) > _MAX_EXPRESSION_CHARS:
-        raise ValueError(f"expression longer than {_MAX_EXPRESSION_CHARS} characters")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from e
-    literals: list[int] = []
-
-    def walk(node: ast.AST) -> fractions.Fraction:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            literals.append(node.value)
-            return fractions.Fraction(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Div) and right == 0:
-                raise ValueError("division by zero")
-            return _OPERATORS[type(node.op)](left, right)
-        raise ValueError(f"unsupported element {type(node).__name__} in {expression!r}")
-
-    return walk(tree.body), literals
-
-
-def countdown_verify(expression: str, numbers: Sequence[int], target: int) -> bool:
-    """True iff `expression` uses each of `numbers` exactly once and evaluates to `target`.
-
-    Args:
-      expression: the model's equation; a trailing "= <result>" is ignored (only the left side
-        is checked), because models often write "(25 - 5) * 3 = 60".
-      numbers: the puzzle's numbers (a multiset: a number given twice may be used twice).
-      target: the number to reach.
-
-    Returns:
-      bool; False for anything malformed (never raises on model output).
-    """
-    left = expression.split("=", 1)[0]
-    try:
-        value, literals = evaluate_expression(left)
-    except (ValueError, RecursionError):
-        return False
-    return sorted(literals) == sorted(int(n) for n in numbers) and value == target
 
 
 def question_text(numbers: Sequence[int], target: int) -> str:

@@ -24,6 +24,10 @@ R1_SYSTEM_PROMPT = (
     "answer here </answer>."
 )
 
+# Where an answer in R1's format ends. Past it, a base model continuing the R1-Zero template
+# writes an invented next "User: … Assistant:" turn: sampling cuts there (r1jax.sampling.stop_strings).
+R1_STOP_STRINGS = ("</answer>",)
+
 FORMAT_TEMPLATES = {"r1_zero": R1_ZERO_TEMPLATE, "plain": "{question}"}
 CHAT_TEMPLATES = ("chat", "chat_r1")
 TEMPLATE_NAMES = (*FORMAT_TEMPLATES, *CHAT_TEMPLATES)
@@ -34,6 +38,15 @@ def is_chat_template(template: str) -> bool:
     """True for the templates rendered by the tokenizer's chat template (their text carries the
     model's special tokens already)."""
     return template in CHAT_TEMPLATES or template.startswith(CHAT_FORMAT_PREFIX)
+
+
+def default_stop_strings(template: str) -> tuple[str, ...]:
+    """The stop strings completions of `template`'s prompts end at: R1_STOP_STRINGS for the R1
+    templates ("r1_zero", "chat_r1") and for format strings that ask for `</answer>` themselves;
+    none for the others (a chat reply ends with the model's end-of-turn token)."""
+    asks_for_answer_tags = template in ("r1_zero", "chat_r1") or (
+        template not in TEMPLATE_NAMES and R1_STOP_STRINGS[0] in template)
+    return R1_STOP_STRINGS if asks_for_answer_tags else ()
 
 
 def _fill(template: str, question: str) -> str:

@@ -12,12 +12,11 @@ computation. `evaluate_with_config` takes the settings from a configs/eval.py Co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tqdm
@@ -25,44 +24,24 @@ import tqdm
 from r1jax import models, rewards, sampling
 from r1jax.sampling import strategies
 from r1jax.sampling.strategies import Strategy
-from r1jax.data import pipeline
+from r1jax.data import pipeline, templates
 from r1jax.eval import metrics
 from r1jax.rewards import math as math_rewards
 
-_PLAIN_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-
-
-def normalise_answer(answer: str) -> str:
-    """The canonical form of an extracted math answer, so that equal answers vote together.
-
-    Plain numbers lose what does not change their value ("$1,234.50" and "1234.5" both give
-    "1234.5", "72." gives "72"); other answers (LaTeX, expressions) only have their whitespace
-    collapsed, since telling equal expressions apart is the verifier's job, not the vote's.
-    """
-    number = answer.strip().removeprefix("\\$").removeprefix("$").rstrip(".").strip()
-    if _PLAIN_NUMBER.fullmatch(number):
-        value = Decimal(number.replace(",", ""))
-        return "0" if value == 0 else format(value.normalize(), "f")
-    return " ".join(answer.split())
-
-
-def math_ballot(completion: str) -> str | None:
-    """The normalised final answer of a math completion (r1jax.rewards.math's extraction), or None."""
-    answer = math_rewards.extract_answer(completion)
-    return None if answer is None else normalise_answer(answer)
-
-
-# Per reward: a completion's ballot in the cons@k vote, its normalised final answer (None: no
-# answer). Rewards not listed (code, format, ...) have no comparable final answer: no cons@k.
-BALLOTS: dict[str, Callable[[str], str | None]] = {"math_accuracy": math_ballot}
+# Per reward: a completion's ballot in the cons@k vote, fn(completion, **reward_params) -> its
+# final answer (None: no answer); ballots vote together when math.same_answer says they are equal
+# (r1jax.eval.metrics). Rewards not listed (code, format, ...) have no comparable final answer: no cons@k.
+BALLOTS: dict[str, Callable[..., str | None]] = {"math_accuracy": math_rewards.ballot}
 
 
 def _score(reward_fn: Callable, prompt: str, completions: list[str], record: dict,
            question_key: str) -> list[float | None]:
     """The reward of each of one problem's completions, None where the reward failed (NaN);
-    the record's fields go to the reward."""
+    the record's fields go to the reward, its question (math "question", code "prompt") as
+    `question`: the text before templating (language_consistency's target language)."""
     fields = {key: [value] * len(completions) for key, value in record.items()
               if key not in ("id", question_key)}
+    fields["question"] = [record[question_key]] * len(completions)
     scores = reward_fn([prompt] * len(completions), completions, **fields)
     # None rather than NaN: problems.jsonl stays strict JSON.
     return [None if math.isnan(score) else float(score) for score in scores]
@@ -95,8 +74,10 @@ def _question_key(record: dict) -> str:
 
 def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, template: str, k: int,
              strategy: Strategy, max_new_tokens: int, batch_size: int, seed: int,
-             reward: str = "math_accuracy", pass_ks: Sequence[int] = (1,), system: str | None = None,
-             mesh=None, rules=None, progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             reward: str = "math_accuracy", reward_params: Mapping[str, Any] | None = None,
+             pass_ks: Sequence[int] = (1,), system: str | None = None,
+             stop_strings: Sequence[str] | None = None, mesh=None, rules=None,
+             progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluates a model on problems by sampling k completions each.
 
     A completion is correct when its reward is at least 1.0: every reward used for evaluation
@@ -117,8 +98,12 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
       batch_size: the most completions per sampler call (r1jax.sampling.generate's batch_size).
       seed: sampling seed: the same seed, problems and settings give the same completions.
       reward: the r1jax.rewards name to verify with (math_accuracy, code, ...).
+      reward_params: params bound to the reward (r1jax.rewards.get), e.g. math_accuracy's
+        `sources`; the cons@k ballots are extracted with them too.
       pass_ks: the k' of the unbiased pass@k' estimates to report (1 <= k' <= k).
       system: system prompt for the chat templates.
+      stop_strings: texts that end a completion (r1jax.sampling.stop_strings); None: the
+        template's (templates.default_stop_strings: "</answer>" for the R1 templates).
       mesh, rules: sample sharded, as the trainers do (see r1jax.sampling.generate); None: one device.
       progress: show progress bars over problems (sampling, then verifying).
 
@@ -140,7 +125,11 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
         raise ValueError("no problems to evaluate")
     if k < 1 or any(not 1 <= k_ <= k for k_ in pass_ks):
         raise ValueError(f"need k >= 1 and every pass@k' with 1 <= k' <= k; got k={k}, pass_ks={list(pass_ks)}")
-    reward_fn, extract = rewards.get(reward), BALLOTS.get(reward)  # get: KeyError listing the rewards.
+    reward_params = dict(reward_params or {})
+    reward_fn = rewards.get(reward, **reward_params)  # KeyError listing the rewards; TypeError for a bad param.
+    extract = functools.partial(BALLOTS[reward], **reward_params) if reward in BALLOTS else None
+    if stop_strings is None:
+        stop_strings = templates.default_stop_strings(template)
     start_time = time.perf_counter()
     problems = list(problems)
     keys = [_question_key(record) for record in problems]
@@ -149,7 +138,8 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
     # compiles a handful of programs whatever the number of problems.
     out = sampling.generate(config, params, [ids for _, ids in inputs], max_new_tokens=max_new_tokens,
                             **dataclasses.asdict(strategy), n=k, stop_tokens=models.stop_tokens(tokenizer),
-                            seed=seed, batch_size=batch_size, mesh=mesh, rules=rules, progress=progress)
+                            stop_strings=stop_strings, tokenizer=tokenizer, seed=seed,
+                            batch_size=batch_size, mesh=mesh, rules=rules, progress=progress)
     results = []
     for i, (record, key, (text, _)) in enumerate(tqdm.tqdm(
             list(zip(problems, keys, inputs)), desc="verify", unit="problem", disable=not progress)):
@@ -185,5 +175,7 @@ def evaluate_with_config(config, params, tokenizer: Any, problems: Sequence[dict
     return evaluate(config, params, tokenizer, problems, template=eval_config.template, k=eval_config.k,
                     strategy=strategies.from_config(eval_config.sampling),
                     max_new_tokens=eval_config.max_new_tokens, batch_size=eval_config.batch_size,
-                    seed=eval_config.seed, reward=eval_config.reward, pass_ks=tuple(eval_config.pass_ks),
-                    system=eval_config.system, mesh=mesh, rules=rules, progress=progress)
+                    seed=eval_config.seed, reward=eval_config.reward,
+                    reward_params=eval_config.reward_params.to_dict(), pass_ks=tuple(eval_config.pass_ks),
+                    system=eval_config.system, stop_strings=eval_config.stop_strings, mesh=mesh,
+                    rules=rules, progress=progress)

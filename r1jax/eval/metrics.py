@@ -8,9 +8,13 @@ trainers' periodic evaluation, `launch/evaluate.py`, and a notebook.
 - pass@k (HumanEval paper, Chen et al. 2021): the probability that at least one of k completions
   drawn without replacement from the n sampled ones is correct, 1 - C(n-c, k) / C(n, k).
 - cons@k (R1 paper's cons@64): the problem counts as solved when the majority answer among its k
-  completions is correct.
+  completions is correct. Answers vote together when they are mathematically the same
+  (r1jax.rewards.math.same_answer, the math reward's own equality: "\\frac{1}{2}", "0.5" and "1/2"
+  are one answer), not when their strings match.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from r1jax.rewards import math as math_reward
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -41,41 +45,51 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - failure
 
 
-def majority_answer(answers: Sequence[str | None]) -> int | None:
+def majority_answer(answers: Sequence[str | None],
+                    same: Callable[[str, str], bool] = math_reward.same_answer) -> int | None:
     """Index of the completion whose answer wins the majority vote, or None when none answered.
 
-    Votes are counted per distinct answer string (callers pass extracted, normalised answers); a
-    None answer (nothing extractable) casts no vote. Ties between the most-voted answers go to the
-    one that appeared first in `answers`, so the vote is deterministic and does not depend on
-    dict or hash order.
+    Answers are grouped into classes of equal answers: each answer joins the class of the first
+    earlier answer it is `same` as (default: the math reward's equality), else opens a class. A
+    None answer (nothing extractable) casts no vote. The class with the most votes wins; a tie goes
+    to the class opened first (whose first answer appears earliest in `answers`), so the vote is
+    deterministic and does not depend on dict, hash or thread order.
 
     Args:
-      answers: list[str | None], one normalised answer per completion.
+      answers: list[str | None], one extracted answer per completion.
+      same: (a, b) -> bool, answer equality.
 
     Returns:
-      int, the index of the first completion giving the winning answer; None if every answer is None.
+      int, the index of the first completion of the winning class; None if every answer is None.
     """
-    votes: dict[str, int] = {}
-    first_index: dict[str, int] = {}
+    openers: list[int] = []  # Index of each class's first answer, in order of appearance.
+    votes: list[int] = []
     for i, answer in enumerate(answers):
-        if answer is not None:
-            votes[answer] = votes.get(answer, 0) + 1
-            first_index.setdefault(answer, i)
-    if not votes:
+        if answer is None:
+            continue
+        for c, first in enumerate(openers):
+            if same(answers[first], answer):
+                votes[c] += 1
+                break
+        else:
+            openers.append(i)
+            votes.append(1)
+    if not openers:
         return None
-    winner = max(votes, key=lambda answer: (votes[answer], -first_index[answer]))
-    return first_index[winner]
+    return openers[max(range(len(openers)), key=lambda c: (votes[c], -c))]
 
 
-def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool],
+              same: Callable[[str, str], bool] = math_reward.same_answer) -> bool:
     """Whether the majority-vote answer of one problem's completions is correct.
 
-    The winning answer is judged by the correctness of the first completion that gave it (see
+    The winning class is judged by the correctness of its first completion (see
     `majority_answer` for the vote and its tie-break). No answer at all counts as wrong.
 
     Args:
-      answers: list[str | None], normalised answer per completion.
+      answers: list[str | None], extracted answer per completion.
       correct: list[bool], whether each completion was verified correct; same length.
+      same: answer equality (see `majority_answer`).
 
     Returns:
       bool.
@@ -83,7 +97,7 @@ def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
     if len(answers) != len(correct):
         raise ValueError(f"cons@k needs one correctness per answer; got {len(answers)} answers "
                          f"and {len(correct)} correctness values")
-    winner = majority_answer(answers)
+    winner = majority_answer(answers, same)
     return winner is not None and bool(correct[winner])
 
 

@@ -3,11 +3,21 @@
 Reward (registered as `code`, field `tests`: per example a list of Python snippets, each raising
 on failure): the fraction of tests passed, or with `all_or_nothing` 1.0 only if all pass. The
 program is the last fenced ```python block of the `<answer>` (else of the text after
-`</think>`, else of the completion); without a fence, that text itself. Each test runs after the
-program in the same process and globals (`__name__` is not "__main__", so a
-`if __name__ == "__main__":` block does not run). A program that raises passes no test; a run killed by
-a limit keeps the tests it passed before. Only a failure of the sandbox itself is a reward
-error (NaN); timeouts and crashes are the program's fault and score what passed.
+`</think>`, else of the completion); without a fence, that text itself.
+
+How a test runs (code_tests.py): the harness parses each assert test and splits it into the
+program values it needs (probes: `add(1, 2)`, `escaped`) and the checks on them (`== 3`). The
+sandboxed child runs the program once (`__name__` is not "__main__", so an
+`if __name__ == "__main__":` block does not run), then computes the probes, in test order, and
+sends each value back as plain data (None, bool, int, float, str, and lists, tuples, dicts, sets
+of them); the harness checks the asserts in its own process. The program never sees a test, an
+expected value or the harness's state, so it cannot forge a pass (by writing result lines from
+the caller's frame, emptying the test list, returning an object whose `__eq__` is always true,
+or redefining names the tests use): the most it can do is choose what its functions return.
+A program that raises passes no test; a run killed by a limit keeps the tests whose probes were
+answered before. Only a failure of the sandbox itself, or a test outside the subset the harness
+evaluates (code_tests.UnsupportedTest: loops, `def`, attribute calls, ...), is a reward error
+(NaN); timeouts and crashes are the program's fault and score what passed.
 
 What the sandbox does (one child process per run, `run_many` runs them on a thread pool):
 - modes, picked once by a self-test (`sandbox_mode`; logged): "namespace" runs the child under
@@ -28,13 +38,12 @@ What the sandbox does (one child process per run, `run_many` runs them on a thre
 - no network: an empty network namespace (namespace mode) and, in both modes, socket
   constructors that refuse;
 - results come back on a separate pipe tagged with a per-run random nonce, so printing
-  "PASS" or exiting early with status 0 scores nothing.
+  "PASS" or exiting early with status 0 scores nothing; the verdicts are the harness's own.
 
 What it does not do:
-- it is not a security boundary against deliberate attacks: the program shares its process
-  with the harness, so code that digs the nonce out of memory (frames, gc) can forge results,
-  and objects with an always-true __eq__ fool `assert f(x) == y` tests; raw syscalls through
-  ctypes get past the socket guard (the network namespace still stops them);
+- it is not a security boundary against deliberate attacks: raw syscalls through ctypes get
+  past the socket guard (the network namespace still stops them); a program that reads the
+  tests from a world-readable data set on disk (see below) can look up the expected values;
 - no syscall filter (seccomp) and no cgroup: memory is bounded per process by address space,
   not in total across a program's processes (at most max_processes of them);
 - the file system is not hidden: world-readable files (the data sets, the repository) can be
@@ -70,6 +79,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from r1jax.rewards import code_tests
 from r1jax.rewards.format import THINK_CLOSE, last_block
 
 MODES = ("namespace", "rlimit")
@@ -241,10 +251,28 @@ def _status(lines: list[str], nonce: str, reason: str | None, returncode: int) -
     return "ok" if returncode == 0 else "crashed"
 
 
-def _passed(lines: list[str], nonce: str, total: int) -> int:
-    """Number of distinct tests reported passed under `nonce`."""
-    pattern = re.compile(rf"{nonce} pass (\d+)")
-    return len({int(m[1]) for m in map(pattern.fullmatch, lines) if m and int(m[1]) < total})
+def _passed(lines: list[str], nonce: str, tests: list[code_tests.Test]) -> int:
+    """Number of tests whose asserts hold on the probe values the child sent under `nonce`
+    (its first line per probe); none unless the program itself ran to its end."""
+    if f"{nonce} program_ok" not in lines:
+        return 0
+    prefix = f"{nonce} "
+    sent: dict[int, str] = {}
+    for line in lines:
+        kind, _, rest = line.removeprefix(prefix).partition(" ") if line.startswith(prefix) else ("", "", "")
+        index, _, payload = rest.partition(" ")
+        if kind in ("value", "error") and index.isdigit():
+            sent.setdefault(int(index), payload if kind == "value" else None)
+    passed, first = 0, 0
+    for test in tests:
+        values = []
+        for i in range(first, first + len(test.probes)):
+            payload = sent.get(i)
+            values.append(code_tests.decode_value(payload) if payload is not None else
+                          code_tests.failed("raised, not plain data, or not answered"))
+        first += len(test.probes)
+        passed += code_tests.passes(test, values)
+    return passed
 
 
 def _send(proc: subprocess.Popen, data: bytes) -> None:
@@ -284,7 +312,7 @@ def _execute(command: list[str], job: dict, limits: Limits, uid: int | None,
     return proc.returncode, out, reason
 
 
-def _run(program: str, tests: list[str], limits: Limits, mode: str, python: str,
+def _run(program: str, tests: list[code_tests.Test], limits: Limits, mode: str, python: str,
          uid: int | None) -> RunResult:
     """One sandboxed run as `uid` (None: as the invoking user)."""
     namespaced = mode == "namespace"
@@ -293,7 +321,8 @@ def _run(program: str, tests: list[str], limits: Limits, mode: str, python: str,
     host_dir = None if namespaced else tempfile.mkdtemp(prefix="r1jax_sandbox_")
     read_fd, write_fd = os.pipe()
     try:
-        job = dict(program=program, tests=tests, nonce=nonce, uid=uid, namespaced=namespaced,
+        probes = [probe.to_job() for test in tests for probe in test.probes]
+        job = dict(program=program, probes=probes, nonce=nonce, uid=uid, namespaced=namespaced,
                    results_fd=write_fd, workdir=host_dir or NAMESPACE_WORKDIR, expose=expose,
                    limits=limits.for_child())
         command = [*(UNSHARE if namespaced else ()), python, "-I", CHILD]
@@ -304,23 +333,34 @@ def _run(program: str, tests: list[str], limits: Limits, mode: str, python: str,
             shutil.rmtree(host_dir, ignore_errors=True)
     lines = out["results"].decode(errors="replace").splitlines()
     return RunResult(status=_status(lines, nonce, reason, returncode),
-                     passed=_passed(lines, nonce, len(tests)), total=len(tests), mode=mode,
+                     passed=_passed(lines, nonce, tests), total=len(tests), mode=mode,
                      stdout=out["stdout"].decode(errors="replace"),
                      stderr=out["stderr"].decode(errors="replace"))
 
 
 def run_program(program: str, tests: Sequence[str], limits: Limits = Limits(), mode: str = "auto",
                 python: str | None = None) -> RunResult:
-    """Runs `program` then each of `tests` in one sandboxed process (see module docstring).
+    """Runs `program` in one sandboxed process and checks `tests` on what it computes (see
+    module docstring).
 
     Args:
+      tests: assert snippets (see code_tests.py for the subset of Python they may use).
       mode: "auto" (the best mode that passes its self-test here), "namespace" or "rlimit".
       python: the interpreter to run (default: this one).
+
+    Raises:
+      code_tests.UnsupportedTest (a ValueError): a test outside that subset, named by index.
     """
+    compiled = []
+    for i, test in enumerate(tests):
+        try:
+            compiled.append(code_tests.compile_test(test))
+        except code_tests.UnsupportedTest as e:
+            raise code_tests.UnsupportedTest(f"tests[{i}] ({test[:80]!r}): {e}") from None
     python = python or sys.executable
     mode = sandbox_mode(mode, python)
     with _claimed_uid() as uid:
-        return _run(program, list(tests), limits, mode, python, uid)
+        return _run(program, compiled, limits, mode, python, uid)
 
 
 def sandbox_mode(mode: str = "auto", python: str | None = None) -> str:
@@ -344,7 +384,8 @@ def _probe(mode: str, python: str) -> str:
     for candidate in MODES if mode == "auto" else (mode,):
         try:
             with _claimed_uid() as uid:
-                result = _run("x = 1", ["assert x == 1"], Limits(timeout_s=60), candidate, python, uid)
+                result = _run("x = 1", [code_tests.compile_test("assert x == 1")], Limits(timeout_s=60),
+                              candidate, python, uid)
         except OSError as e:  # e.g. no unshare binary.
             result = RunResult("sandbox_error", 0, 1, candidate, stderr=repr(e))
         if result.passed == 1:
@@ -358,11 +399,13 @@ def _probe(mode: str, python: str) -> str:
 def run_many(programs: Sequence[str], tests: Sequence[Sequence[str]], limits: Limits = Limits(),
              mode: str = "auto", python: str | None = None, workers: int | None = None) -> list[RunResult]:
     """run_program over pairs on a pool of `workers` threads (default: one per CPU); a run that
-    raises becomes a "sandbox_error" result."""
+    raises becomes a "sandbox_error" result (with the error, an unsupported test's included, in
+    its stderr)."""
     def run(program: str, run_tests: Sequence[str]) -> RunResult:
         try:
             return run_program(program, run_tests, limits, mode, python)
         except Exception:  # noqa: BLE001 - one broken run must not lose the batch.
+            logging.warning("code sandbox: run failed: %s", traceback.format_exc(limit=1))
             return RunResult("sandbox_error", 0, len(run_tests), mode, stderr=traceback.format_exc())
 
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:

@@ -8,8 +8,8 @@
 A prompt that ends with `<think>` (templates that open the think block for the model) makes
 its completion read as if it began with `<think>`.
 
-Also the tag helpers the other rewards share: `last_block` (the final `<answer>`) and
-`think_text` (the chain of thought).
+Also the tag helpers the other rewards share: `first_block` (the answer a reward scores: the
+first complete `<answer>…</answer>`), `last_block` and `think_text` (the chain of thought).
 
 Both checks run in time linear in the completion's length, whatever the model writes.
 """
@@ -25,6 +25,22 @@ _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 _SPACES = re.compile(r"\s*")
 # Only used once every tag is known to occur exactly once, so `.*?` cannot backtrack far.
 _STRICT = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+
+
+def first_block(text: str, tag: str) -> str | None:
+    """Content of the first complete `<tag>…</tag>` block of `text` (tag without brackets), or None.
+
+    The rewards score the first answer: what a model writes after it (an invented next
+    "User: … Assistant:" turn with an answer of its own, a second guess) is not its answer, and
+    the sampler's stop strings cut there anyway, so a reward scores the same with or without them.
+    """
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    first_open = text.find(opening)
+    end = text.find(closing, first_open + len(opening)) if first_open >= 0 else -1
+    if end < 0:
+        return None
+    start = text.rfind(opening, 0, end)  # The innermost opening: "<answer> x <answer>5</answer>" is 5.
+    return text[start + len(opening):end]
 
 
 def last_block(text: str, tag: str) -> str | None:

@@ -26,8 +26,8 @@ What it cannot tell apart (all of these count as the target language):
 A chain of thought with no words at all scores `empty_score` (0 by default: cannot be gamed by
 writing no words).
 
-Target inference counts prompt words the same way, so an English template around a short
-Chinese question can be detected as English: give the data a `language` field in that case.
+Detection counts words the same way, so a question of mixed languages goes to the language
+most of its words are in: give the data a `language` field where that is not the target.
 """
 from __future__ import annotations
 
@@ -156,17 +156,21 @@ def consistency(cot: str, target: str, empty_score: float = 0.0) -> float:
 
 
 def language_consistency(prompts: list[str], completions: list[str], *, language: list | None = None,
-                         empty_score: float = 0.0, **fields) -> list[float]:
+                         question: list[str] | None = None, empty_score: float = 0.0,
+                         **fields) -> list[float]:
     """Language-consistency reward: N floats in [0, 1].
 
     Args:
-      language: optional N target language codes (None entries: detect from the prompt).
+      language: optional N target language codes (None entries: detect, see below).
+      question: optional N questions before templating, where the target is detected when
+        `language` gives none (else it is detected in the templated prompt).
       empty_score: the score of a chain of thought without words.
     """
     targets = language if language is not None else [None] * len(prompts)
+    sources = question if question is not None else prompts
 
-    def score(prompt: str, completion: str, target: str | None) -> float:
-        target = normalise_language(target) if target else detect_language(prompt)
+    def score(source: str, completion: str, target: str | None) -> float:
+        target = normalise_language(target) if target else detect_language(source)
         return consistency(think_text(completion), target, empty_score)
 
-    return safe_map(score, prompts, completions, targets)
+    return safe_map(score, sources, completions, targets)

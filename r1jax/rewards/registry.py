@@ -32,6 +32,7 @@ RewardFn = Callable[..., list[float]]
 # name -> (module, attribute): resolved lazily by `get` (see the module docstring).
 _BUILTIN: dict[str, tuple[str, str]] = {
     "math_accuracy": ("r1jax.rewards.math", "math_accuracy"),
+    "countdown": ("r1jax.rewards.countdown", "countdown"),
     "format": ("r1jax.rewards.format", "format_strict"),
     "format_soft": ("r1jax.rewards.format", "format_soft"),
     "language_consistency": ("r1jax.rewards.language", "language_consistency"),
@@ -39,6 +40,15 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "overlong": ("r1jax.rewards.length", "overlong"),
 }
 _REGISTERED: dict[str, RewardFn] = {}
+# Correctness rewards -> the data kinds (r1jax.data.KINDS) whose answers they verify. On any other
+# kind they pay for something else: math_accuracy on countdown data pays the target, which the
+# question prints, without an equation. The other rewards (format, language, length) judge the
+# form of a completion and fit any kind.
+VERIFIES: dict[str, tuple[str, ...]] = {
+    "math_accuracy": ("math", "arithmetic"),
+    "countdown": ("countdown",),
+    "code": ("code",),
+}
 
 
 def register(name: str, fn: RewardFn | None = None):
@@ -54,6 +64,26 @@ def register(name: str, fn: RewardFn | None = None):
         return f
 
     return add if fn is None else add(fn)
+
+
+def check_rewards_fit_data(data_kind: str, reward_names) -> None:
+    """Refuses correctness rewards that cannot verify `data_kind`'s answers (see VERIFIES).
+
+    Args:
+      data_kind: the config's data.kind ("math", "countdown", ...).
+      reward_names: the names of the config's rewards (e.g. the keys of config.rewards).
+
+    Raises:
+      ValueError: naming the rewards at fault, the data kind and the rewards that verify it.
+    """
+    wrong = sorted(name for name in reward_names if name in VERIFIES and data_kind not in VERIFIES[name])
+    if wrong:
+        fitting = sorted(name for name, kinds in VERIFIES.items() if data_kind in kinds)
+        raise ValueError(
+            f"rewards {wrong} cannot verify data.kind={data_kind!r} (they verify "
+            f"{ {name: list(VERIFIES[name]) for name in wrong} }); remove them from config.rewards"
+            + (f" and score {data_kind!r} data with {fitting}" if fitting else
+               f"; no built-in reward verifies {data_kind!r} answers"))
 
 
 def names() -> list[str]:

@@ -1,4 +1,4 @@
-"""The child side of the code sandbox (r1jax.rewards.code): run one program and its tests.
+"""The child side of the code sandbox (r1jax.rewards.code): run one program, answer its probes.
 
 Started by `code.py` as `python -I sandbox_child.py`, as root or as the invoking user, either
 inside fresh mount + network + PID namespaces or not (see code.py). Standard library only: the
@@ -11,9 +11,18 @@ child must not import r1jax or anything heavy. Steps:
 3. a fresh working directory, resource limits, then (as root) drop to the job's user id;
 4. replace the socket constructors with ones that refuse (the no-network guard where there is
    no network namespace; in one it is a second wall);
-5. write "<nonce> ready" to the results pipe, run the program, then each test in the
-   program's globals, writing "<nonce> pass <i>" or "<nonce> fail <i>" after each;
-   "<nonce> program_error" if the program itself raised (its tests are then not run).
+5. write "<nonce> ready" to the results pipe, run the program, write "<nonce> program_ok"
+   (or "<nonce> program_error" if it raised: its probes are then not asked), then answer each
+   probe (r1jax.rewards.code_tests: a program-level name, or a call of a program function with
+   arguments the harness computed) with "<nonce> value <i> <json>" in the plain encoding below,
+   or "<nonce> error <i>" when the call raised or its value is not plain data.
+The child never sees a test or an expected value: the harness, in its own process, checks the
+asserts on the values sent back (see code_tests.py for why).
+
+Plain encoding (`encode`/`decode`, shared with the harness): None, bool, int, float and str as
+JSON; lists, tuples, dicts, sets and frozensets as {"list"|"tuple"|"dict"|"set"|"frozenset": [...]}
+(a dict's items as [key, value] pairs), nested at most MAX_DEPTH deep. Only those exact types:
+a subclass (an int whose __eq__ always says True) is not plain, and its probe fails.
 """
 import builtins
 import functools
@@ -24,6 +33,10 @@ import sys
 import traceback
 
 MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 0x2, 0x4, 0x20, 0x1000
+MAX_DEPTH = 64
+_SCALARS = (type(None), bool, int, float, str)
+_CONTAINERS = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
+_BY_TAG = {tag: kind for kind, tag in _CONTAINERS.items()}
 MS_RDONLY, MNT_DETACH = 0x1, 0x2
 STAGE = "/tmp/.sandbox_stage"
 
@@ -138,6 +151,43 @@ def _block_network():
                 setattr(module, name, refuse)
 
 
+def encode(value, depth=0):
+    """`value` in the plain encoding (module docstring); TypeError for anything else."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if depth >= MAX_DEPTH:
+        raise TypeError(f"nested deeper than {MAX_DEPTH}")
+    if kind in _CONTAINERS:
+        return {_CONTAINERS[kind]: [encode(item, depth + 1) for item in value]}
+    if kind is dict:
+        return {"dict": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    raise TypeError(f"not plain data: {kind.__name__}")
+
+
+def decode(data, depth=0):
+    """The value of an `encode`d object; ValueError/TypeError for anything malformed."""
+    if type(data) in _SCALARS:
+        return data
+    if depth >= MAX_DEPTH or type(data) is not dict or len(data) != 1:
+        raise ValueError("not an encoded value")
+    (tag, items), = data.items()
+    if type(items) is not list:
+        raise ValueError("not an encoded value")
+    if tag == "dict":
+        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in items}
+    return _BY_TAG[tag](decode(item, depth + 1) for item in items)
+
+
+def _answer(namespace, probe):
+    """The encoded value of one probe: a program-level name or a call of one."""
+    kind, name, args, kwargs = probe
+    value = namespace[name] if name in namespace else getattr(builtins, name)
+    if kind == "call":
+        value = value(*decode(args), **decode(kwargs))
+    return encode(value)
+
+
 def main():
     job = json.loads(sys.stdin.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -165,14 +215,14 @@ def main():
         traceback.print_exc()
         results.write(f"{nonce} program_error\n")
         return
-    for i, test in enumerate(job["tests"]):
+    results.write(f"{nonce} program_ok\n")
+    for i, probe in enumerate(job["probes"]):
         try:
-            exec(compile(test, f"<test {i}>", "exec"), namespace)
-            outcome = "pass"
-        except BaseException:  # noqa: BLE001 - a test that exits or is interrupted fails.
+            line = f"{nonce} value {i} {json.dumps(_answer(namespace, probe))}"
+        except BaseException:  # noqa: BLE001 - a call that exits or is interrupted fails too.
             traceback.print_exc()
-            outcome = "fail"
-        results.write(f"{nonce} {outcome} {i}\n")
+            line = f"{nonce} error {i}"
+        results.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import tqdm
 
 from r1jax import models, sharding
-from r1jax.sampling import sampler
+from r1jax.sampling import sampler, stop_strings as stop_strings_lib
 from r1jax.sampling.strategies import Strategy
 
 MIN_BUCKET = 16
@@ -26,11 +26,13 @@ class Completions:
     """n completions per prompt, prompt-major (the n completions of prompt 0 first).
 
     Attributes:
-      tokens: token ids of each completion, prompt excluded, stop token included.
+      tokens: token ids of each completion, prompt excluded, stop token (or the token that
+        completes a stop string) included.
       logprobs: log-probability of each of those tokens under the model at the sampling
         temperature (greedy: 1), not truncated by top-k/top-p: the behaviour policy's
         logprobs GRPO uses.
-      finish_reasons: "stop" (ended with a stop token) or "length" (ran out of budget).
+      finish_reasons: "stop" (ended with a stop token or stop string) or "length" (ran out of
+        budget).
     """
 
     tokens: list[list[int]]
@@ -130,7 +132,8 @@ def pad_prompts(prompts: Sequence[Sequence[int]], width: int,
 def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: Union[int, Sequence[int]], temperature: float = 0.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, n: int = 1,
-             stop_tokens: Sequence[int] = (), seed: int = 0,
+             stop_tokens: Sequence[int] = (), stop_strings: Sequence[str] = (),
+             tokenizer=None, seed: int = 0,
              batch_size: int = DEFAULT_BATCH_SIZE, mesh: Optional[jax.sharding.Mesh] = None,
              rules=None, progress: bool = False) -> Completions:
     """Samples n completions for each of a list of prompts.
@@ -142,6 +145,9 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
       temperature, top_k, top_p: temperature 0 is greedy; see `strategies.Strategy`.
       n: completions per prompt; they share one prefill of the prompt.
       stop_tokens: ids that end a completion (kept as its last token).
+      stop_strings: texts that end a completion: it is cut after the token that completes the
+        first of them (see `stop_strings.py`; the tokens after it are sampled, then dropped).
+      tokenizer: decodes completions for `stop_strings` (a Hugging Face tokenizer).
       seed: the same seed and inputs give the same completions.
       batch_size: the most completions (prompts × n) sampled in one call.
       mesh, rules: run sharded (see `sampler.sample_batch`).
@@ -150,6 +156,10 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
       Completions, len(prompts) * n of them, prompt-major.
     """
     prompts, budgets = _validate_prompts(config, prompts, max_new_tokens)
+    stop_strings = stop_strings_lib.validate_stop_strings(stop_strings)
+    if stop_strings and tokenizer is None:
+        raise ValueError(f"stop_strings={stop_strings} needs the tokenizer that decodes the completions: "
+                         "pass tokenizer=...")
     longest = max(budgets)
     # Validates n and the rest up front, before any compilation.
     sampler.validate_settings(config, longest, n, Strategy(float(temperature), top_k, top_p),
@@ -173,8 +183,11 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
             for row in range(len(indices) * n):
                 target = indices[row // n] * n + row % n
                 length = int(out.lengths[row])
-                tokens[target] = out.tokens[row, :length].tolist()
+                ids = out.tokens[row, :length].tolist()
+                cut = stop_strings_lib.stop_length(ids, tokenizer, stop_strings)
+                length = length if cut is None else cut
+                tokens[target] = ids[:length]
                 logprobs[target] = out.logprobs[row, :length].tolist()
-                reasons[target] = "stop" if out.finished_by_stop[row] else "length"
+                reasons[target] = "stop" if out.finished_by_stop[row] or cut is not None else "length"
             bar.update(len(indices))
     return Completions(tokens=tokens, logprobs=logprobs, finish_reasons=reasons)
