@@ -123,6 +123,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # π_old from the trainer's forward pass instead of the sampler's log-probs; None: when
         # model.dtype is not float32 (bf16 sampling drifts from the trainer: TRL and verl do too)
         recompute_old_logprobs=config_dict.placeholder(bool),
+        # Text that ends a completion (cut after sampling); None: the template's ("</answer>"
+        # for the R1 templates), () for none
+        stop_strings=config_dict.placeholder(tuple),
     ))
     # Reward name -> weight; parameters of a reward go under rewards_params.<name>.
     config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0})

@@ -116,3 +116,39 @@ def test_llama3_style_chat_turns_end_with_their_end_of_turn_token():
         additional_special_tokens=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
     example = packing.completion_example("2+2?", "4", tokenizer, template="chat")
     assert example.ids[-1] == tokenizer.convert_tokens_to_ids("<|eot_id|>")
+
+
+def test_rollouts_are_cut_at_the_first_answer_so_an_invented_turn_is_not_trained_on():
+    from r1jax import sampling
+    from r1jax.train import rollouts
+    from tests.test_eval import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    texts = ["<think>2+3</think><answer>5</answer>\nUser: and 4+5?\nAssistant: <answer>9</answer>",
+             "<answer>7"]
+    ids = [tokenizer.encode(t) for t in texts]
+    width = max(len(i) for i in ids)
+    tokens = np.zeros((2, width), np.int32)
+    for row, seq in enumerate(ids):
+        tokens[row, :len(seq)] = seq
+    lengths = np.array([len(i) for i in ids], np.int32)
+    mask = np.arange(width)[None] < lengths[:, None]
+    out = sampling.SampleOutput(tokens=tokens, logprobs=np.where(mask, -1.0, 0.0), mask=mask,
+                                lengths=lengths, finished_by_stop=np.array([False, False]))
+    config = r1_zero.get_config("tiny")
+    config.data.template = "r1_zero"
+    cut = rollouts.cut_at_stop_strings(out, tokenizer, rollouts.stop_strings(config))
+    kept = tokenizer.decode(cut.tokens[0, :cut.lengths[0]])
+    assert kept == "<think>2+3</think><answer>5</answer>"
+    assert cut.mask[0].sum() == cut.lengths[0] and (cut.logprobs[0][~cut.mask[0]] == 0).all()
+    assert cut.finished_by_stop.tolist() == [True, False]
+    assert cut.lengths[1] == lengths[1]  # no stop string: unchanged
+    config.rl.stop_strings = ()
+    assert rollouts.stop_strings(config) == ()
+
+
+def test_a_config_scoring_countdown_with_math_accuracy_is_refused():
+    config = r1_zero.get_config("tiny")
+    config.data.kind = "countdown"
+    with pytest.raises(ValueError, match="math_accuracy"):
+        grpo.validate_config(config, mesh_batch=1)

@@ -13,7 +13,7 @@ import flax.struct
 import jax
 import numpy as np
 
-from r1jax import rewards as rewards_lib, sampling, sharding
+from r1jax import data, rewards as rewards_lib, sampling, sharding
 
 
 @flax.struct.dataclass
@@ -85,6 +85,27 @@ def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
     return groups.max(axis=1) > groups.min(axis=1)
 
 
+def stop_strings(config) -> tuple[str, ...]:
+    """rl.stop_strings, or (None) the template's: "</answer>" for R1's, so an invented next turn
+    after the answer is neither scored nor trained on."""
+    if config.rl.stop_strings is not None:
+        return tuple(config.rl.stop_strings)
+    return data.templates.default_stop_strings(config.data.template)
+
+
+def cut_at_stop_strings(out: sampling.SampleOutput, tokenizer,
+                        strings: tuple[str, ...]) -> sampling.SampleOutput:
+    """The sampler's output (host arrays, every row) cut after each completion's first stop
+    string: later tokens leave the mask, their log-probs are zeroed, and a cut row counts as
+    finished by a stop."""
+    if not strings:
+        return out
+    cut = sampling.cut_at_stop_strings(out.tokens, out.lengths, tokenizer, strings)
+    return out.replace(tokens=cut.tokens, mask=cut.mask, lengths=cut.lengths,
+                       logprobs=np.where(cut.mask, out.logprobs, 0.0),
+                       finished_by_stop=np.asarray(out.finished_by_stop) | cut.stopped)
+
+
 def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int]], width: int,
                      rng: jax.Array) -> Rollouts:
     """Rollouts of every process's prompts × G, sampled with `params`.
@@ -100,6 +121,7 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
         run.model_config, params, prompt_tokens, prompt_lengths, rng,
         max_new_tokens=rl.max_new_tokens, n=g,
         **dataclasses.asdict(sampling.strategies.from_config(rl.sampling)), stop_tokens=run.stop_tokens, mesh=run.mesh, rules=run.rules))
+    out = cut_at_stop_strings(out, run.tokenizer, stop_strings(config))
     first = jax.process_index() * len(prompt_ids) * g
     own = np.arange(first, first + len(prompt_ids) * g)
     lengths = out.lengths[own]
@@ -108,6 +130,8 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
     prompts = [run.tokenizer.decode(ids) for ids in prompt_ids for _ in range(g)]
     fields = {key: [r[key] for r in records for _ in range(g)] for key in records[0]
               if key not in ("question", "prompt")}
+    # The question before templating: the language reward's target language is the question's.
+    fields["question"] = [data.prompt_text(r) for r in records for _ in range(g)]
     fields["completion_lengths"] = lengths.tolist()
     fields["finished_by_stop"] = out.finished_by_stop[own].tolist()
     rewards, failed, components = sharding.all_rows(rewards_lib.score(
