@@ -28,11 +28,13 @@ setuptools.setup(
         "tensorboardX",
         "tqdm",
         "numpy",
+        "jaxtyping",  # shape annotations; checked at run time under pytest (beartype)
     ],
     extras_require={
         "test": [
             "pytest",
             "pytest-xdist",
+            "beartype",
             "accelerate",
             "nbclient",
             "nbformat",

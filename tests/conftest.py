@@ -7,6 +7,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402 - after the environment above, which must precede any jax import.
+from jaxtyping import install_import_hook  # noqa: E402
+
+# Shape annotations of the losses are checked at run time in the tests (beartype); in a run they
+# cost nothing. Installed before any test imports r1jax.
+install_import_hook(["r1jax.losses"], "beartype.beartype")
 
 
 @pytest.fixture(scope="session")

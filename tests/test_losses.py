@@ -115,3 +115,12 @@ def test_sft_loss_matches_manual_cross_entropy():
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     np.testing.assert_allclose(entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)
+
+
+def test_shape_annotations_are_checked_in_the_tests():
+    """conftest's jaxtyping hook: a [B, T] loss input of the wrong length is refused by name."""
+    from jaxtyping import TypeCheckError
+    ok = jnp.zeros((2, 3))
+    with pytest.raises(TypeCheckError):
+        grpo.grpo_loss(ok, jnp.zeros((2, 4)), None, jnp.zeros((2,)), ok, eps_low=0.2,
+                       eps_high=0.2, beta=0.0)

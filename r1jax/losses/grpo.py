@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Scalar
 
 AGGREGATIONS = ("sequence_mean", "token_mean", "dr_grpo")
 
 
-def group_advantages(rewards: jax.Array, group_size: int, *, scale_by_std: bool = True,
-                     valid: jax.Array | None = None, eps: float = 1e-4) -> jax.Array:
+def group_advantages(rewards: Float[Array, "B"], group_size: int, *, scale_by_std: bool = True,
+                     valid: Bool[Array, "B"] | None = None,
+                     eps: float = 1e-4) -> Float[Array, "B"]:
     """float32[B] advantages from float32[B] rewards laid out prompt-major (G per prompt).
 
     The std is the unbiased sample std over the group, as TRL's; Dr. GRPO drops the division.
@@ -39,7 +41,8 @@ def group_advantages(rewards: jax.Array, group_size: int, *, scale_by_std: bool 
     return centred.reshape(-1)
 
 
-def aggregate(per_token: jax.Array, mask: jax.Array, aggregation: str) -> jax.Array:
+def aggregate(per_token: Float[Array, "B T"], mask: Float[Array, "B T"],
+              aggregation: str) -> Float[Scalar, ""]:
     """Reduces float32[B, T] per-token values over mask float32[B, T] to a scalar.
 
     Masked positions are excluded (`where`), not multiplied by 0: an inf there stays out.
@@ -55,15 +58,16 @@ def aggregate(per_token: jax.Array, mask: jax.Array, aggregation: str) -> jax.Ar
     raise ValueError(f"Unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}.")
 
 
-def k3_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
+def k3_kl(logprobs: Float[Array, "B T"], ref_logprobs: Float[Array, "B T"]) -> Float[Array, "B T"]:
     """Per-token k3 estimator of KL(π_θ ‖ π_ref): unbiased, always ≥ 0."""
     log_ratio = ref_logprobs - logprobs
     return jnp.exp(log_ratio) - log_ratio - 1.0
 
 
-def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs, advantages: jax.Array,
-              mask: jax.Array, *, eps_low: float, eps_high: float, beta: float,
-              aggregation: str = "sequence_mean") -> tuple[jax.Array, dict]:
+def grpo_loss(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, "B T"],
+              ref_logprobs: Float[Array, "B T"] | None, advantages: Float[Array, "B"],
+              mask: Float[Array, "B T"], *, eps_low: float, eps_high: float, beta: float,
+              aggregation: str = "sequence_mean") -> tuple[Float[Scalar, ""], dict]:
     """-J(θ) and its diagnostics.
 
     Args:
