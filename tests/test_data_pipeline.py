@@ -99,6 +99,8 @@ def test_iterates_a_prepared_data_set(tmp_path):
 class CharTokenizer:
     """A stand-in for a Hugging Face tokenizer: one token per character, BOS = 1."""
 
+    bos_token, bos_token_id = "^", 1
+
     def encode(self, text, add_special_tokens=True):
         return ([1] if add_special_tokens else []) + [ord(c) for c in text]
 

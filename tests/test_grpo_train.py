@@ -130,3 +130,20 @@ def test_the_update_makes_no_implicit_host_device_transfer():
     with jax.transfer_guard("disallow"):
         new_state, metrics = update(state, batch)
     assert int(jax.device_get(new_state.updates)) == 1
+
+
+def test_rollouts_concatenate_take_and_split_keep_texts_with_their_rows():
+    rng = np.random.default_rng(4)
+    a = _rollout_batch(rng, n=4).replace(texts={0: "a0", 2: "a2"}, prompts={0: "p", 2: "p"},
+                                          reward_components={"r": np.arange(4.0)})
+    b = _rollout_batch(rng, n=4).replace(texts={1: "b1"}, prompts={1: "q"},
+                                          reward_components={"r": np.arange(4.0, 8.0)})
+    joined = Rollouts.concatenate([a, b])
+    assert joined.num_rows == 8 and joined.texts == {0: "a0", 2: "a2", 5: "b1"}
+    np.testing.assert_array_equal(joined.completions[4:], b.completions)
+    np.testing.assert_array_equal(joined.reward_components["r"], np.arange(8.0))
+    taken = joined.take(np.array([5, 0]))
+    assert taken.texts == {0: "b1", 1: "a0"} and taken.prompts == {0: "q", 1: "p"}
+    np.testing.assert_array_equal(taken.completions, joined.completions[[5, 0]])
+    halves = joined.split(2)
+    assert [h.texts for h in halves] == [{0: "a0", 2: "a2"}, {1: "b1"}]

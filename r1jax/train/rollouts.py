@@ -73,7 +73,9 @@ class Rollouts:
     def concatenate(parts: list["Rollouts"]) -> "Rollouts":
         """Rows of every part in order; texts renumbered to match."""
         offsets = np.cumsum([0] + [p.num_rows for p in parts])
-        joined = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
+        # Texts are static pytree data: strip them so the parts' structures match.
+        bare = [p.replace(texts={}, prompts={}) for p in parts]
+        joined = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *bare)
         return joined.replace(
             texts={o + r: t for p, o in zip(parts, offsets) for r, t in p.texts.items()},
             prompts={o + r: t for p, o in zip(parts, offsets) for r, t in p.prompts.items()})
