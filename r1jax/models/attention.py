@@ -12,10 +12,18 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.models.config import ModelConfig
-from r1jax.models.layers import RMSNorm, annotated_param, apply_rope, rope_inverse_frequencies
+from r1jax.models.layers import (RMSNorm, annotated_param, apply_rope, rope_attention_factor,
+                                 rope_inverse_frequencies)
 
 # Finite rather than -inf so a fully masked row (a padding query) softmaxes to something harmless.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis of float32 scores [B, ..., T, S] where bool mask [B, T, S]."""
+    b, t, s = mask.shape
+    mask = mask.reshape(b, *(1,) * (scores.ndim - 3), t, s)
+    return jax.nn.softmax(jnp.where(mask, scores, _MASK_VALUE), axis=-1)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
@@ -31,18 +39,22 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     kv_heads = k.shape[2]
     q = q.reshape(b, t, kv_heads, h // kv_heads, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(d))
-    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    probs = masked_softmax(scores / jnp.sqrt(jnp.float32(d)), mask).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
 
 
-def _write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
+def write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
     """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, :, index : index + T]."""
     zero = jnp.zeros((), jnp.int32)
     return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype),
                                         (layer, zero, index, zero, zero))
+
+
+def read_layer(cache: jax.Array, layer: jax.Array, window: Optional[int], dtype) -> jax.Array:
+    """The first `window` slots (all when None) of one layer of cache [L, B, S, K, D]."""
+    window = window or cache.shape[2]
+    return jax.lax.dynamic_index_in_dim(cache, layer, keepdims=False)[:, :window].astype(dtype)
 
 
 class Attention(nn.Module):
@@ -88,16 +100,16 @@ class Attention(nn.Module):
             q = RMSNorm(cfg.norm_eps, cfg.param_dtype, "head_dim", name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, cfg.param_dtype, "head_dim", name="k_norm")(k)
         inv_freq = rope_inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        q = apply_rope(q, positions, inv_freq)
-        k = apply_rope(k, positions, inv_freq)
+        factor = rope_attention_factor(cfg.rope_scaling)
+        q = apply_rope(q, positions, inv_freq, factor)
+        k = apply_rope(k, positions, inv_freq, factor)
         q = nn.with_logical_constraint(q, ("batch", "length", "q_heads", "head_dim"))
 
         if cache is not None:
-            cache = {name: _write_layer(cache[name], new, layer, cache_index)
+            cache = {name: write_layer(cache[name], new, layer, cache_index)
                      for name, new in (("k", k), ("v", v))}
-            window = self.cache_window or cache["k"].shape[2]
-            k, v = (jax.lax.dynamic_index_in_dim(cache[name], layer, keepdims=False)[:, :window]
-                    .astype(cfg.dtype) for name in ("k", "v"))
+            k, v = (read_layer(cache[name], layer, self.cache_window, cfg.dtype)
+                    for name in ("k", "v"))
         out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                                    ("q_heads", "head_dim", "embed"), cfg.param_dtype)

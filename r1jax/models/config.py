@@ -1,4 +1,5 @@
-"""Model configurations: one frozen dataclass covering the Llama, Qwen2 and Qwen3 families.
+"""Model configurations: one frozen dataclass covering the Llama, Qwen2 and Qwen3 families, and
+DeepSeek-V3 (Multi-head Latent Attention + DeepSeekMoE) and Qwen3-MoE through its `mla` / `moe` parts.
 
 Presets are functions of nothing, so `preset("qwen2_5_1_5b")` always means the same shape. The
 `architecture` field names the Hugging Face family the weights come from and go back to.
@@ -6,11 +7,14 @@ Presets are functions of nothing, so `preset("qwen2_5_1_5b")` always means the s
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import math
+from typing import Optional, Union
 
 import jax.numpy as jnp
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "deepseek_v3", "qwen3_moe")
+MOE_SCORING = ("sigmoid", "softmax")
+MOE_DISPATCH = ("dropless", "capacity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,13 +28,130 @@ class RopeScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class YarnScaling:
+    """YaRN RoPE scaling (HF `rope_type: yarn`), with DeepSeek's mscale attention correction.
+
+    Field names and defaults follow HF's `rope_parameters`; None means "not given", which HF
+    treats differently from any value (see `rope_attention_factor`).
+    """
+
+    factor: float
+    original_max_position_embeddings: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: Optional[float] = None
+    mscale_all_dim: Optional[float] = None
+    attention_factor: Optional[float] = None
+    truncate: bool = True
+
+    def rope_attention_factor(self) -> float:
+        """The factor YaRN multiplies cos and sin by (so the rotated parts of q and k)."""
+        if self.attention_factor is not None:
+            return self.attention_factor
+        if self.mscale and self.mscale_all_dim:
+            return yarn_mscale(self.factor, self.mscale) / yarn_mscale(self.factor,
+                                                                       self.mscale_all_dim)
+        return yarn_mscale(self.factor)
+
+    def softmax_scale_factor(self) -> float:
+        """DeepSeek's MLA multiplies its softmax scale by mscale(factor, mscale_all_dim)^2."""
+        if not self.mscale_all_dim:
+            return 1.0
+        return yarn_mscale(self.factor, self.mscale_all_dim) ** 2
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature correction 0.1 * mscale * ln(factor) + 1 (1 when factor <= 1)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MLAConfig:
+    """Multi-head Latent Attention (DeepSeek-V2/V3) shapes.
+
+    Queries: x -> [q_lora_rank] -> RMSNorm -> heads x (qk_nope_head_dim + qk_rope_head_dim), or one
+    projection when q_lora_rank is None. Keys/values: x -> [kv_lora_rank] latent (RMSNorm) plus one
+    qk_rope_head_dim RoPE key shared by all heads; the latent expands to per-head non-RoPE keys
+    (qk_nope_head_dim) and values (v_head_dim). A decoding cache keeps only the latent and the
+    shared RoPE key: kv_lora_rank + qk_rope_head_dim numbers per token and layer.
+    """
+
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    q_lora_rank: Optional[int] = None
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """A routed mixture of SwiGLU experts, plus optional always-on shared experts.
+
+    Attributes:
+        num_experts, experts_per_token: routed experts and how many each token uses (top-k).
+        expert_mlp_dim: hidden width of one expert (HF moe_intermediate_size).
+        num_shared_experts: shared experts, fused into one MLP of num_shared * expert_mlp_dim.
+        scoring: "sigmoid" (DeepSeek-V3) or "softmax" (Qwen3-MoE, DeepSeek-V2) router scores.
+        score_bias: DeepSeek-V3's aux-loss-free balancing bias (HF e_score_correction_bias), added
+            to the scores for choosing experts only, never to the weights; updated outside the
+            gradient by `moe.update_score_bias`.
+        num_groups, topk_groups: group-limited routing: experts come from the topk_groups groups
+            (of num_experts / num_groups) whose two best scores sum highest (1, 1: no limit).
+        norm_topk_prob: the chosen experts' weights are renormalised to sum to 1.
+        routed_scaling_factor: multiplies the routed experts' weights.
+        first_dense_layers: the first layers use a dense MLP of ModelConfig.mlp_dim instead
+            (DeepSeek's first_k_dense_replace).
+        dispatch: "dropless" (tokens sorted by expert, grouped matmul) or "capacity" (each expert
+            takes at most capacity_factor * its fair share of tokens; the rest are dropped).
+    """
+
+    num_experts: int
+    experts_per_token: int
+    expert_mlp_dim: int
+    num_shared_experts: int = 0
+    scoring: str = "softmax"
+    score_bias: bool = False
+    num_groups: int = 1
+    topk_groups: int = 1
+    norm_topk_prob: bool = False
+    routed_scaling_factor: float = 1.0
+    first_dense_layers: int = 0
+    dispatch: str = "dropless"
+    capacity_factor: float = 1.25
+
+    def __post_init__(self):
+        if self.scoring not in MOE_SCORING:
+            raise ValueError(f"Unsupported MoE scoring function {self.scoring!r}; supported: "
+                             f"{', '.join(MOE_SCORING)}.")
+        if self.dispatch not in MOE_DISPATCH:
+            raise ValueError(f"Unsupported MoE dispatch {self.dispatch!r}; supported: "
+                             f"{', '.join(MOE_DISPATCH)}.")
+        if self.num_experts % self.num_groups or not 1 <= self.topk_groups <= self.num_groups:
+            raise ValueError(f"num_groups={self.num_groups} must divide num_experts="
+                             f"{self.num_experts} and topk_groups={self.topk_groups} lie in "
+                             f"[1, num_groups].")
+        per_group = self.num_experts // self.num_groups
+        if self.num_groups > 1 and per_group < 2:
+            raise ValueError(f"Group-limited routing ranks groups by their two best experts; "
+                             f"num_experts / num_groups = {per_group} < 2.")
+        if not 1 <= self.experts_per_token <= self.topk_groups * per_group:
+            raise ValueError(f"experts_per_token={self.experts_per_token} must lie in [1, "
+                             f"topk_groups * num_experts / num_groups = "
+                             f"{self.topk_groups * per_group}].")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of a decoder-only transformer.
 
     Attributes:
         architecture: one of ARCHITECTURES; selects Qwen2's qkv bias and Qwen3's q/k norm by default.
         vocab_size, num_layers, embed_dim, mlp_dim, num_heads, num_kv_heads, head_dim: shapes.
-        rope_theta, rope_scaling: rotary embedding base and optional llama3 scaling.
+        rope_theta, rope_scaling: rotary embedding base and optional llama3 or YaRN scaling.
         norm_eps: RMSNorm epsilon.
         qkv_bias: bias on the q/k/v projections (Qwen2).
         qk_norm: RMSNorm over head_dim on queries and keys before RoPE (Qwen3).
@@ -38,6 +159,9 @@ class ModelConfig:
         max_seq_len: longest sequence (prompt + completion) the model serves.
         param_dtype: dtype parameters are created and stored in ("float32" for training masters).
         dtype: compute dtype of activations and matmuls ("bfloat16" on accelerators).
+        mla: Multi-head Latent Attention shapes (deepseek_v3); num_kv_heads and head_dim are then
+            unused (set them to num_heads and qk_head_dim).
+        moe: mixture-of-experts MLP (deepseek_v3, qwen3_moe); mlp_dim is the dense layers' width.
     """
 
     architecture: str
@@ -49,7 +173,7 @@ class ModelConfig:
     num_kv_heads: int
     head_dim: int
     rope_theta: float = 10_000.0
-    rope_scaling: Optional[RopeScaling] = None
+    rope_scaling: Optional[Union[RopeScaling, YarnScaling]] = None
     norm_eps: float = 1e-6
     qkv_bias: bool = False
     qk_norm: bool = False
@@ -57,11 +181,21 @@ class ModelConfig:
     max_seq_len: int = 2048
     param_dtype: str = "float32"
     dtype: str = "float32"
+    mla: Optional[MLAConfig] = None
+    moe: Optional[MoEConfig] = None
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                     f"Unsupported architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}.")
+        needs = {"deepseek_v3": ("mla", "moe"), "qwen3_moe": ("moe",)}.get(self.architecture, ())
+        for part in ("mla", "moe"):
+            if (getattr(self, part) is not None) != (part in needs):
+                raise ValueError(f"architecture={self.architecture!r} "
+                                 f"{'needs' if part in needs else 'cannot have'} `{part}`.")
+        if self.moe is not None and self.moe.first_dense_layers > self.num_layers:
+            raise ValueError(f"moe.first_dense_layers={self.moe.first_dense_layers} exceeds "
+                             f"num_layers={self.num_layers}.")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                     f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}.")
@@ -73,22 +207,65 @@ class ModelConfig:
 
     @property
     def num_params(self) -> int:
-        """Parameter count (embedding counted once when tied)."""
-        d, h, k, hd, f = self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim
+        """Parameter count (embedding counted once when tied; DeepSeek's MTP module excluded)."""
+        return self._count_params(routed_experts=None if self.moe is None else self.moe.num_experts)
+
+    @property
+    def num_active_params(self) -> int:
+        """Parameters one token runs through: of the routed experts only experts_per_token."""
+        return self._count_params(
+                routed_experts=None if self.moe is None else self.moe.experts_per_token)
+
+    def _attention_params(self) -> int:
+        d, h = self.embed_dim, self.num_heads
+        if self.mla is not None:
+            m = self.mla
+            q = (d * h * m.qk_head_dim if m.q_lora_rank is None
+                 else d * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * h * m.qk_head_dim)
+            kv = (d * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+                  + m.kv_lora_rank * h * (m.qk_nope_head_dim + m.v_head_dim))
+            return q + kv + h * m.v_head_dim * d
+        k, hd = self.num_kv_heads, self.head_dim
         attn = d * hd * (h + 2 * k) + h * hd * d + (hd * (h + 2 * k) if self.qkv_bias else 0)
-        attn += 2 * hd if self.qk_norm else 0
-        layer = attn + 3 * d * f + 2 * d
+        return attn + (2 * hd if self.qk_norm else 0)
+
+    def _count_params(self, routed_experts: Optional[int]) -> int:
+        d = self.embed_dim
+        dense_layers, moe_layers = self.num_layers, 0
+        per_moe_layer = 0
+        if self.moe is not None:
+            m = self.moe
+            dense_layers, moe_layers = m.first_dense_layers, self.num_layers - m.first_dense_layers
+            per_moe_layer = (d * m.num_experts + (m.num_experts if m.score_bias else 0)
+                             + 3 * d * m.expert_mlp_dim * (routed_experts + m.num_shared_experts))
+        per_layer = self._attention_params() + 2 * d
+        layers = (self.num_layers * per_layer + dense_layers * 3 * d * self.mlp_dim
+                  + moe_layers * per_moe_layer)
         head = 0 if self.tie_embeddings else self.vocab_size * d
-        return self.num_layers * layer + self.vocab_size * d + head + d
+        return layers + self.vocab_size * d + head + d
 
 
 def _tiny(architecture: str, **overrides) -> ModelConfig:
     base = dict(
             architecture=architecture, vocab_size=256, num_layers=2, embed_dim=64, mlp_dim=128,
             num_heads=4, num_kv_heads=2, head_dim=16, max_seq_len=256,
-            qkv_bias=architecture == "qwen2", qk_norm=architecture == "qwen3")
+            qkv_bias=architecture == "qwen2", qk_norm=architecture in ("qwen3", "qwen3_moe"))
     base.update(overrides)
     return ModelConfig(**base)
+
+
+def _tiny_deepseek_v3(**overrides) -> ModelConfig:
+    """Every DeepSeek-V3 feature on: q LoRA, YaRN, group-limited sigmoid routing with a bias,
+    shared experts, a dense first layer."""
+    mla = MLAConfig(kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                    q_lora_rank=48)
+    moe = MoEConfig(num_experts=8, experts_per_token=2, expert_mlp_dim=32, num_shared_experts=1,
+                    scoring="sigmoid", score_bias=True, num_groups=4, topk_groups=2,
+                    norm_topk_prob=True, routed_scaling_factor=2.5, first_dense_layers=1)
+    yarn = YarnScaling(factor=4.0, original_max_position_embeddings=64, mscale=1.0,
+                       mscale_all_dim=1.0)
+    return _tiny("deepseek_v3", num_layers=3, num_kv_heads=4, head_dim=mla.qk_head_dim,
+                 rope_scaling=yarn, mla=mla, moe=moe, **overrides)
 
 
 PRESETS = {
@@ -99,6 +276,9 @@ PRESETS = {
                 rope_scaling=RopeScaling(factor=8.0, original_max_position_embeddings=64)),
         "tiny_qwen2": lambda: _tiny("qwen2", tie_embeddings=True),
         "tiny_qwen3": lambda: _tiny("qwen3"),
+        "tiny_deepseek_v3": _tiny_deepseek_v3,
+        "tiny_qwen3_moe": lambda: _tiny("qwen3_moe", num_layers=3, moe=MoEConfig(
+                num_experts=8, experts_per_token=2, expert_mlp_dim=32, norm_topk_prob=True)),
         "smollm2_135m": lambda: ModelConfig(
                 architecture="llama", vocab_size=49152, num_layers=30, embed_dim=576, mlp_dim=1536,
                 num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100_000.0, norm_eps=1e-5,

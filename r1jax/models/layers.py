@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.models.config import RopeScaling
+from r1jax.models.config import RopeScaling, YarnScaling
 
 
 def annotated_param(module: nn.Module, name: str, shape: Sequence[int], axes: Sequence[str],
@@ -35,11 +35,13 @@ class RMSNorm(nn.Module):
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float,
-                                                          scaling: Optional[RopeScaling]) -> jax.Array:
-    """float32[head_dim // 2] rotation frequencies, with llama3's wavelength-dependent scaling."""
+                             scaling: Optional[Union[RopeScaling, YarnScaling]]) -> jax.Array:
+    """float32[head_dim // 2] rotation frequencies, with llama3's or YaRN's scaling."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     if scaling is None:
         return inv_freq
+    if isinstance(scaling, YarnScaling):
+        return _yarn_inverse_frequencies(inv_freq, head_dim, theta, scaling)
     low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
     high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
@@ -52,11 +54,38 @@ def rope_inverse_frequencies(head_dim: int, theta: float,
     return jnp.where(in_band, interpolated, scaled)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """Rotates x: [B, T, N, head_dim] by positions: int32[B, T] (HF's rotate-half layout)."""
+def _yarn_inverse_frequencies(inv_freq: jax.Array, dim: int, theta: float,
+                              scaling: YarnScaling) -> jax.Array:
+    """YaRN: dimensions that turn fewer than beta_slow times over the original context are
+    interpolated (divided by factor), more than beta_fast times kept, a linear ramp between."""
+    def correction_dim(rotations: float) -> float:
+        return (dim * math.log(scaling.original_max_position_embeddings
+                               / (rotations * 2 * math.pi))) / (2 * math.log(theta))
+
+    low, high = correction_dim(scaling.beta_fast), correction_dim(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # As HF: avoids dividing by zero.
+    ramp = jnp.clip((jnp.arange(dim // 2, dtype=jnp.float32) - low) / (high - low), 0, 1)
+    return inv_freq / scaling.factor * ramp + inv_freq * (1 - ramp)
+
+
+def rope_attention_factor(scaling: Optional[Union[RopeScaling, YarnScaling]]) -> float:
+    """What the rotated parts of q and k are multiplied by (YaRN's cos/sin scaling; else 1)."""
+    return scaling.rope_attention_factor() if isinstance(scaling, YarnScaling) else 1.0
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array,
+               scale: float = 1.0) -> jax.Array:
+    """Rotates x: [B, T, N, head_dim] by positions: int32[B, T] (HF's rotate-half layout).
+
+    scale multiplies cos and sin (YaRN's attention factor; see `rope_attention_factor`).
+    """
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, head_dim/2]
-    sin = jnp.sin(angles)[:, :, None, :]
-    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :] * scale
+    cos = jnp.cos(angles)[:, :, None, :] * scale
     x32 = x.astype(jnp.float32)
     x1, x2 = jnp.split(x32, 2, axis=-1)
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

@@ -1,13 +1,16 @@
 """The decoder-only transformer and the pure functions everything else calls.
 
 Layers are stacked with `nn.scan`, so parameters carry a leading `layers` axis and a 30-layer
-model compiles as fast as a 1-layer one. The KV cache is an explicit pytree:
+model compiles as fast as a 1-layer one. Layers of one scan must be identical, so a MoE model
+whose first layers are dense (DeepSeek's first_k_dense_replace) has two stacks, `dense_layers`
+then `layers` (see `layer_stacks`). The KV cache is an explicit pytree:
 
     cache = {"k": [L, B, S, K, D], "v": [L, B, S, K, D],   # per-layer keys/values
              "valid": bool[B, S],                           # slots holding a real token
              "index": int32[]}                              # next slot to write
 
-passed in and returned by `forward`, never stored in the module.
+passed in and returned by `forward`, never stored in the module. Multi-head Latent Attention
+models cache {"latent": [L, B, S, 1, C], "k_rope": [L, B, S, 1, R]} instead of k and v (see mla.py).
 """
 from __future__ import annotations
 
@@ -21,8 +24,19 @@ import jax.numpy as jnp
 from r1jax.models.attention import Attention
 from r1jax.models.config import ModelConfig
 from r1jax.models.layers import MLP, RMSNorm, annotated_param
+from r1jax.models.mla import MLA
+from r1jax.models.moe import MoE
 
 CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+
+
+def layer_stacks(config: ModelConfig) -> tuple[tuple[str, int, bool], ...]:
+    """(params name, number of layers, MoE?) of each scanned stack of identical layers, in order."""
+    if config.moe is None:
+        return (("layers", config.num_layers, False),)
+    dense = config.moe.first_dense_layers
+    stacks = (("dense_layers", dense, False), ("layers", config.num_layers - dense, True))
+    return tuple(stack for stack in stacks if stack[1])
 
 
 class DecoderLayer(nn.Module):
@@ -30,30 +44,38 @@ class DecoderLayer(nn.Module):
 
     The scan carries (x, cache, layer): the whole [L, ...] cache rides along and each layer
     writes its own slice in place. Scanning the cache as per-layer inputs and outputs instead
-    would stack a fresh copy of all of it at every decoding step.
+    would stack a fresh copy of all of it at every decoding step. A MoE layer's router
+    statistics are the scan's per-layer output.
     """
 
     config: ModelConfig
     cache_window: Optional[int] = None
+    moe: bool = False
 
     @nn.compact
-    def __call__(self, carry, positions, mask, cache_index):
+    def __call__(self, carry, positions, mask, cache_index, token_valid):
         x, cache, layer = carry
         cfg = self.config
-        attn_out, cache = Attention(cfg, self.cache_window, name="attn")(
+        attention = Attention if cfg.mla is None else MLA
+        attn_out, cache = attention(cfg, self.cache_window, name="attn")(
             RMSNorm(cfg.norm_eps, cfg.param_dtype, name="attn_norm")(x), positions, mask,
             cache, cache_index, layer)
         x = x + attn_out
-        mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name="mlp")(
-            RMSNorm(cfg.norm_eps, cfg.param_dtype, name="mlp_norm")(x))
+        normed = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="mlp_norm")(x)
+        stats = None
+        if self.moe:
+            mlp_out, stats = MoE(cfg, name="mlp")(normed, token_valid)
+        else:
+            mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name="mlp")(normed)
         x = nn.with_logical_constraint(x + mlp_out, ("batch", "length", "embed"))
-        return (x, cache, layer + 1), None
+        return (x, cache, layer + 1), stats
 
 
 class Transformer(nn.Module):
     """tokens -> (logits float32[B, T, V], new cache or None).
 
     cache_window: attend to the cache's first cache_window slots only (None: all of them).
+    MoE layers' RouterStats ([L_moe, ...]) are sown into the "intermediates" collection.
     """
 
     config: ModelConfig
@@ -62,21 +84,28 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
                  cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None,
-                 logits_start: int = 0):
+                 logits_start: int = 0, token_valid: Optional[jax.Array] = None):
         cfg = self.config
         embedding = annotated_param(self, "embedding", (cfg.vocab_size, cfg.embed_dim),
                                     ("vocab", "embed"), cfg.param_dtype,
                                     nn.initializers.normal(stddev=1.0))
         x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        if token_valid is None:
+            token_valid = jnp.ones(tokens.shape, bool)
 
-        kv = None if cache is None else {"k": cache["k"], "v": cache["v"]}
-        stack = nn.scan(
-            DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"})
-        (x, kv, _), _ = stack(cfg, self.cache_window, name="layers")(
-            (x, kv, jnp.zeros((), jnp.int32)), positions, mask, cache_index)
+        kv = None if cache is None else {name: value for name, value in cache.items()
+                                         if name not in ("valid", "index")}
+        layer = jnp.zeros((), jnp.int32)
+        for name, length, moe in layer_stacks(cfg):
+            stack = nn.scan(
+                DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                in_axes=(nn.broadcast,) * 4, length=length,
+                metadata_params={nn.PARTITION_NAME: "layers"})
+            (x, kv, layer), stats = stack(cfg, self.cache_window, moe, name=name)(
+                (x, kv, layer), positions, mask, cache_index, token_valid)
+            if moe:
+                self.sow("intermediates", "router_stats", stats)
         # Trainers that only score the completion skip the vocabulary projection of the prompt.
         x = RMSNorm(cfg.norm_eps, cfg.param_dtype, name="final_norm")(x[:, logits_start:])
 
@@ -103,10 +132,19 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int,
                dtype: Optional[str] = None) -> dict:
-    """An empty cache of `max_len` slots per sequence, in the compute dtype unless `dtype` says."""
-    shape = (config.num_layers, batch_size, max_len, config.num_kv_heads, config.head_dim)
+    """An empty cache of `max_len` slots per sequence, in the compute dtype unless `dtype` says.
+
+    Dense attention caches keys and values; Multi-head Latent Attention its latent and shared
+    RoPE key, as one "kv head" each (so every per-layer entry follows CACHE_AXES).
+    """
+    lead = (config.num_layers, batch_size, max_len)
+    if config.mla is None:
+        shapes = {"k": (config.num_kv_heads, config.head_dim),
+                  "v": (config.num_kv_heads, config.head_dim)}
+    else:
+        shapes = {"latent": (1, config.mla.kv_lora_rank), "k_rope": (1, config.mla.qk_rope_head_dim)}
     dtype = dtype or config.dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+    return {**{name: jnp.zeros(lead + shape, dtype) for name, shape in shapes.items()},
             "valid": jnp.zeros((batch_size, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 
@@ -123,6 +161,28 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array,
     query_slots = cache["index"] + jnp.arange(t)
     causal = slots[None, :] <= query_slots[:, None]  # [T, S]
     return causal[None] & valid[:, None, :len(slots)], valid
+
+
+def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, logits_start,
+           cache_window, collect_router_stats: bool):
+    """(logits, new cache or None, router stats or None): see `forward`."""
+    if segment_ids is None:
+        segment_ids = jnp.ones(tokens.shape, jnp.int32)
+    model = Transformer(config, cache_window)
+    mutable = ["intermediates"] if collect_router_stats else False
+    if cache is None:
+        out = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
+                          logits_start=logits_start, token_valid=segment_ids != 0,
+                          mutable=mutable)
+    else:
+        mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
+        out = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
+                          logits_start, segment_ids != 0, mutable=mutable)
+    (logits, kv), variables = out if collect_router_stats else (out, {})
+    stats = variables.get("intermediates", {}).get("router_stats", (None,))[0]
+    if cache is None:
+        return logits, None, stats
+    return logits, {**kv, "valid": valid, "index": cache["index"] + tokens.shape[1]}, stats
 
 
 def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
@@ -142,19 +202,22 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
     Returns:
       (logits float32[B, T - logits_start, V], new cache or None).
     """
-    if segment_ids is None:
-        segment_ids = jnp.ones(tokens.shape, jnp.int32)
-    model = Transformer(config, cache_window)
-    if cache is None:
-        logits, _ = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
-                                logits_start=logits_start)
-        return logits, None
-    mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
-    logits, kv = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
-                             logits_start)
-    new_cache = {"k": kv["k"], "v": kv["v"], "valid": valid,
-                 "index": cache["index"] + tokens.shape[1]}
-    return logits, new_cache
+    logits, cache, _ = _apply(config, params, tokens, positions, segment_ids, cache, logits_start,
+                              cache_window, collect_router_stats=False)
+    return logits, cache
+
+
+def forward_with_router_stats(config: ModelConfig, params, tokens: jax.Array,
+                              positions: jax.Array, segment_ids: Optional[jax.Array] = None,
+                              logits_start: int = 0):
+    """`forward` without a cache, also returning the MoE layers' `moe.RouterStats`.
+
+    Returns (logits, stats): stats' fields are stacked over the MoE layers ([L_moe, X] loads,
+    [L_moe] max violations and drop fractions), padding excluded; None for a model without MoE.
+    """
+    logits, _, stats = _apply(config, params, tokens, positions, segment_ids, None, logits_start,
+                              None, collect_router_stats=True)
+    return logits, stats
 
 
 def logits(config: ModelConfig, params, tokens: jax.Array) -> jax.Array:

@@ -1,0 +1,193 @@
+"""Mixture-of-experts MLP: DeepSeekMoE (DeepSeek-V3) and Qwen3-MoE on one layer.
+
+    scores  = sigmoid(x W_r) or softmax(x W_r)                  [N, X] float32
+    choice  = scores + score_bias (selection only; aux-loss-free balancing)
+              restricted to the topk_groups best groups when num_groups > 1
+    experts = top-k(choice); weights = scores[experts], renormalised if norm_topk_prob,
+              times routed_scaling_factor
+    out     = sum_k weights_k * expert_k(x) + shared_experts(x)
+
+Tokens reach their experts one of two ways (`MoEConfig.dispatch`):
+  * "dropless": the N*K (token, expert) pairs are sorted by expert and run through grouped
+    matmuls (`jax.lax.ragged_dot`): no token is ever dropped, no padding is computed.
+  * "capacity": each expert gets a buffer of C = ceil(capacity_factor * N * K / X) slots,
+    [X, C, E], filled first choices first (then seconds, ...), the rest dropped. Static shapes
+    and an expert-major buffer the mesh splits over its `expert` axis (GSPMD moves tokens between
+    devices), so this is the dispatch to use with expert parallelism.
+
+Router statistics come back with every call (`RouterStats`): the per-expert load, the balance
+metric and the fraction of assignments dropped; padding tokens are left out of all three (and
+never take a capacity slot from a real token).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from r1jax.models.config import ModelConfig, MoEConfig
+from r1jax.models.layers import MLP, annotated_param
+
+
+@flax.struct.dataclass
+class RouterStats:
+    """What the router did with one batch, per MoE layer (stacked [L_moe, ...] over layers).
+
+    Attributes:
+      load: float32[X] fraction of the real tokens' expert assignments each expert received
+        (sums to 1; 1/X everywhere is perfect balance).
+      max_violation: float32[] max(load) / mean(load) - 1 (the aux-loss-free paper's MaxVio).
+      dropped: float32[] fraction of assignments dropped for lack of capacity (0 when dropless).
+    """
+
+    load: jax.Array
+    max_violation: jax.Array
+    dropped: jax.Array
+
+
+def route(logits: jax.Array, bias: Optional[jax.Array], moe: MoEConfig):
+    """Top-k routing of float32[N, X] router logits.
+
+    bias: float32[X] added to the scores to choose experts (None: no bias).
+    Returns (weights float32[N, K], experts int32[N, K]).
+    """
+    scores = jax.nn.sigmoid(logits) if moe.scoring == "sigmoid" else jax.nn.softmax(logits, -1)
+    choice = scores if bias is None else scores + bias
+    if moe.num_groups > 1:
+        n, x = choice.shape
+        grouped = choice.reshape(n, moe.num_groups, x // moe.num_groups)
+        group_scores = jax.lax.top_k(grouped, 2)[0].sum(-1)                 # [N, G]
+        _, groups = jax.lax.top_k(group_scores, moe.topk_groups)
+        kept = jax.nn.one_hot(groups, moe.num_groups, dtype=bool).any(-2)  # [N, G]
+        choice = jnp.where(kept[:, :, None], grouped, -jnp.inf).reshape(n, x)
+    _, experts = jax.lax.top_k(choice, moe.experts_per_token)
+    weights = jnp.take_along_axis(scores, experts, axis=-1)
+    if moe.norm_topk_prob:
+        weights = weights / (weights.sum(-1, keepdims=True) + 1e-20)
+    return weights * moe.routed_scaling_factor, experts
+
+
+def _swiglu_grouped(x: jax.Array, gate, up, down, group_sizes) -> jax.Array:
+    """Expert MLPs over rows x [M, E] sorted by expert; group_sizes int32[X] rows per expert."""
+    hidden = (jax.nn.silu(jax.lax.ragged_dot(x, gate, group_sizes))
+              * jax.lax.ragged_dot(x, up, group_sizes))
+    return jax.lax.ragged_dot(hidden, down, group_sizes)
+
+
+def dropless_dispatch(x, experts, weights, gate, up, down):
+    """Every (token, expert) pair computed: x [N, E]; experts int32[N, K]; weights [N, K];
+    gate, up [X, E, F]; down [X, F, E]. Returns ([N, E], float32[] dropped fraction = 0)."""
+    n, k = experts.shape
+    flat = experts.reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    token = order // k
+    group_sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
+    out = _swiglu_grouped(x[token], gate, up, down, group_sizes)
+    out = out * weights.reshape(-1)[order][:, None].astype(out.dtype)
+    return jnp.zeros_like(x).at[token].add(out), jnp.zeros((), jnp.float32)
+
+
+def expert_capacity(tokens: int, moe: MoEConfig) -> int:
+    """Slots per expert: capacity_factor times an even share of the tokens' assignments."""
+    return max(1, math.ceil(moe.capacity_factor * tokens * moe.experts_per_token / moe.num_experts))
+
+
+def capacity_dispatch(x, experts, weights, gate, up, down, valid, capacity: int):
+    """Like `dropless_dispatch`, through per-expert buffers of `capacity` slots.
+
+    valid: bool[N], False for padding (never given a slot). Slots go to first choices before
+    second choices (and so on), earlier tokens first. Returns ([N, E], float32[] fraction of the
+    valid assignments dropped).
+    """
+    n, k = experts.shape
+    num_experts = gate.shape[0]
+    # Rank-major order (all first choices, then all second choices, ...) sets the priority.
+    flat = experts.T.reshape(-1)
+    flat_valid = jnp.tile(valid, k)
+    key = jnp.where(flat_valid, flat, num_experts)  # Padding sorts last, into no expert.
+    order = jnp.argsort(key, stable=True)
+    counts = jnp.bincount(key, length=num_experts + 1)
+    starts = jnp.cumsum(counts) - counts
+    position = jnp.zeros_like(key).at[order].set(jnp.arange(n * k) - starts[key[order]])
+    keep = flat_valid & (position < capacity)
+    slot = jnp.where(keep, flat * capacity + position, num_experts * capacity)
+    token = jnp.tile(jnp.arange(n), k)
+    buffer = jnp.zeros((num_experts * capacity, x.shape[-1]), x.dtype).at[slot].set(
+        x[token], mode="drop").reshape(num_experts, capacity, -1)
+    buffer = nn.with_logical_constraint(buffer, ("experts", "expert_capacity", "embed"))
+    hidden = (jax.nn.silu(jnp.einsum("xce,xef->xcf", buffer, gate))
+              * jnp.einsum("xce,xef->xcf", buffer, up))
+    out = jnp.einsum("xcf,xfe->xce", hidden, down)
+    out = nn.with_logical_constraint(out, ("experts", "expert_capacity", "embed"))
+    gathered = out.reshape(num_experts * capacity, -1).at[slot].get(mode="fill", fill_value=0)
+    scale = (weights.T.reshape(-1) * keep).astype(x.dtype)
+    routed = jnp.zeros_like(x).at[token].add(gathered * scale[:, None])
+    dropped = (flat_valid & ~keep).sum() / jnp.maximum(flat_valid.sum(), 1)
+    return routed, dropped.astype(jnp.float32)
+
+
+def router_stats(experts: jax.Array, valid: jax.Array, num_experts: int,
+                 dropped: jax.Array) -> RouterStats:
+    """RouterStats of int32[N, K] choices over the bool[N] valid tokens."""
+    counts = jnp.zeros((num_experts,), jnp.float32).at[experts].add(
+        jnp.broadcast_to(valid[:, None], experts.shape).astype(jnp.float32))
+    load = counts / jnp.maximum(counts.sum(), 1.0)
+    return RouterStats(load=load, max_violation=load.max() * num_experts - 1.0, dropped=dropped)
+
+
+def update_score_bias(bias: jax.Array, load: jax.Array, rate: float) -> jax.Array:
+    """The aux-loss-free balancing step: bias += rate * sign(mean load - load).
+
+    bias, load: float32[..., X] (e.g. [L_moe, X], a layer's score_bias and its RouterStats.load).
+    Overloaded experts become less attractive to choose, underloaded ones more; the gradient
+    never touches the bias (it only enters the choice of experts).
+    """
+    return bias + rate * jnp.sign(load.mean(-1, keepdims=True) - load)
+
+
+class MoE(nn.Module):
+    """Routed SwiGLU experts plus shared experts: x [B, T, E] -> ([B, T, E], RouterStats)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, token_valid: jax.Array):
+        """token_valid: bool[B, T], False on padding (left out of the stats and the capacity)."""
+        cfg, moe = self.config, self.config.moe
+        b, t, e = x.shape
+        router = annotated_param(self, "router_kernel", (e, moe.num_experts),
+                                 ("embed", "router_experts"), cfg.param_dtype)
+        bias = None
+        if moe.score_bias:
+            # float32 whatever param_dtype says: DeepSeek's bias is ~1e-3 and decides selections.
+            bias = jax.lax.stop_gradient(annotated_param(
+                self, "score_bias", (moe.num_experts,), ("router_experts",), "float32",
+                nn.initializers.zeros))
+        shape, init = (moe.num_experts, e, moe.expert_mlp_dim), nn.initializers.normal(e ** -0.5)
+        gate = annotated_param(self, "gate", shape, ("experts", "embed", "expert_mlp"),
+                               cfg.param_dtype, init).astype(cfg.dtype)
+        up = annotated_param(self, "up", shape, ("experts", "embed", "expert_mlp"),
+                             cfg.param_dtype, init).astype(cfg.dtype)
+        down = annotated_param(self, "down", (moe.num_experts, moe.expert_mlp_dim, e),
+                               ("experts", "expert_mlp", "embed"), cfg.param_dtype,
+                               nn.initializers.normal(stddev=moe.expert_mlp_dim ** -0.5)
+                               ).astype(cfg.dtype)
+
+        tokens = x.reshape(b * t, e).astype(cfg.dtype)
+        valid = token_valid.reshape(b * t)
+        logits = jnp.dot(tokens.astype(jnp.float32), router.astype(jnp.float32))
+        weights, experts = route(logits, bias, moe)
+        if moe.dispatch == "dropless":
+            routed, dropped = dropless_dispatch(tokens, experts, weights, gate, up, down)
+        else:
+            routed, dropped = capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
+                                                expert_capacity(b * t, moe))
+        out = routed.reshape(b, t, e)
+        if moe.num_shared_experts:
+            out = out + MLP(e, moe.num_shared_experts * moe.expert_mlp_dim, cfg.dtype,
+                            cfg.param_dtype, name="shared_experts")(x)
+        return out, router_stats(experts, valid, moe.num_experts, dropped)
