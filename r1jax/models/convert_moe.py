@@ -191,7 +191,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
         _refuse(hf, "use_sliding_window", (False,))
         _refuse(hf, "decoder_sparse_step", (1,))
         _refuse(hf, "mlp_only_layers", ([], None))
-        moe = MoEConfig(num_experts=req("num_experts"), experts_per_token=req("num_experts_per_tok"),
+        # Qwen's config.json says num_experts; transformers 5 writes num_local_experts.
+        experts = hf.get("num_experts") or req("num_local_experts")
+        moe = MoEConfig(num_experts=experts, experts_per_token=req("num_experts_per_tok"),
                         expert_mlp_dim=req("moe_intermediate_size"), scoring="softmax",
                         norm_topk_prob=bool(hf.get("norm_topk_prob", False)))
         return ModelConfig(**common, moe=moe, qk_norm=True,
