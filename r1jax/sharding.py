@@ -12,9 +12,11 @@ jitted function (init, forward, train steps, the sampler) takes its in/out shard
     state, loss = step(state, global_batch(local_batch, mesh))
 
 Mesh axes: `data` (pure data parallel: params replicated), `fsdp` (data parallel with params and
-optimizer state split across it), `tensor` (heads / mlp / vocab split: Megatron-style), and room
-for `expert`. `tensor` is the innermost mesh axis so tensor-parallel groups sit on the fastest
-links (the same host, neighbouring TPU chips).
+optimizer state split across it), `expert` (routed experts split across it; the batch too, so
+devices that hold different experts see different tokens and the MoE dispatch moves tokens to
+their experts), `tensor` (heads / mlp / vocab split: Megatron-style). `tensor` is the innermost
+mesh axis so tensor-parallel groups sit on the fastest links (the same host, neighbouring TPU
+chips). An axis a mesh shape leaves out has size 1.
 
 Two rules hold wherever logical names become mesh axes here:
   * a mesh axis that does not divide a dimension is dropped for that dimension, which is then
@@ -43,23 +45,28 @@ from r1jax.models import abstract_params, init_cache, init_params
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import CACHE_AXES
 
-MESH_AXES = ("data", "fsdp", "tensor")
 # Mesh axis order, outermost first: `tensor` last keeps its groups on the fastest links, `expert`
-# (when used) next to it because expert all-to-alls are the next most bandwidth-hungry.
-_AXIS_ORDER = ("data", "fsdp", "expert", "tensor")
+# next to it because expert all-to-alls are the next most bandwidth-hungry.
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 MeshAxes = Union[str, tuple[str, ...], None]
 Rules = tuple[tuple[str, MeshAxes], ...]
 
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp", "expert")
 DEFAULT_RULES: Rules = (
     ("batch", BATCH_AXES),
+    ("experts", "expert"),
     ("embed", "fsdp"),
     ("vocab", "tensor"),
     ("q_heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
+    ("expert_mlp", "tensor"),
     ("head_dim", None),
+    ("q_lora", None),
+    ("kv_lora", None),
+    ("router_experts", None),
+    ("expert_capacity", None),
     ("layers", None),
     ("length", None),
     ("cache_length", None),
@@ -70,19 +77,19 @@ DEFAULT_RULES: Rules = (
 
 
 def make_mesh(shape: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """A mesh with axes ("data", "fsdp", ["expert",] "tensor"); axes missing from `shape` are 1.
+    """A mesh with axes ("data", "fsdp", "expert", "tensor"); axes missing from `shape` are 1.
 
     The product of the sizes must equal the number of devices (all of `jax.devices()` unless
     `devices` is given). `jax.make_mesh` picks a device order that follows the physical topology.
     Axes are `Auto` (GSPMD propagation), not `Explicit`, so jit in/out shardings and the model's
     logical constraints drive the layout.
     """
-    unknown = sorted(set(shape) - set(_AXIS_ORDER))
+    unknown = sorted(set(shape) - set(MESH_AXES))
     if unknown:
         raise ValueError(f"Unknown mesh axes {unknown} in mesh shape {dict(shape)}; "
-                         f"allowed axes: {', '.join(_AXIS_ORDER)}.")
+                         f"allowed axes: {', '.join(MESH_AXES)}.")
     devices = list(jax.devices() if devices is None else devices)
-    names = tuple(a for a in _AXIS_ORDER if a in MESH_AXES or a in shape)
+    names = MESH_AXES
     sizes = tuple(int(shape.get(a, 1)) for a in names)
     if math.prod(sizes) != len(devices):
         raise ValueError(f"Mesh shape {dict(zip(names, sizes))} has {math.prod(sizes)} devices "
@@ -290,12 +297,13 @@ def cache_shardings(config: ModelConfig, mesh: Mesh, rules: Sequence[Sequence[An
                     batch_size: int, max_len: int) -> dict:
     """NamedShardings for the KV cache of `init_cache(config, batch_size, max_len)`.
 
-    k/v [L, B, S, K, D] follow CACHE_AXES, valid [B, S] follows ("batch", "cache_length"),
-    index is replicated. A batch or head count the mesh does not divide is replicated.
+    The per-layer entries (k/v, or MLA's latent/k_rope) [L, B, S, K, D] follow CACHE_AXES,
+    valid [B, S] follows ("batch", "cache_length"), index is replicated. A batch or head count
+    the mesh does not divide is replicated.
     """
     shapes = jax.eval_shape(functools.partial(init_cache, config, batch_size, max_len))
-    specs = {"k": PartitionSpec(*CACHE_AXES), "v": PartitionSpec(*CACHE_AXES),
-             "valid": PartitionSpec("batch", "cache_length"), "index": PartitionSpec()}
+    specs = {name: PartitionSpec(*CACHE_AXES) for name in shapes}
+    specs.update(valid=PartitionSpec("batch", "cache_length"), index=PartitionSpec())
     return logical_to_shardings(specs, mesh, rules, shapes)
 
 

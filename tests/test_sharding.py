@@ -121,18 +121,24 @@ def test_mesh_axis_that_does_not_divide_is_dropped_and_never_reused():
         axes = [a for entry in spec if entry
                 for a in ((entry,) if isinstance(entry, str) else entry)]
         assert len(axes) == len(set(axes))
-    # Batch 2 over data=2 x fsdp=2 keeps only `data`.
+    # Batch 2 over data=2 x fsdp=2 (x expert=1) keeps `data` (and the size-1 `expert`).
     rules = sh.DEFAULT_RULES
-    assert sh.logical_to_mesh_spec(("batch", "length"), (2, 8), {"data": 2, "fsdp": 2},
-                                   rules) == P("data", None)
+    assert sh.logical_to_mesh_spec(("batch", "length"), (2, 8),
+                                   {"data": 2, "fsdp": 2, "expert": 1},
+                                   rules) == P(("data", "expert"), None)
 
 
 def test_cache_and_optimizer_state_shardings():
     config = models.preset("tiny_llama")
     mesh = sh.make_mesh({"fsdp": 2, "tensor": 4})
     cache = sh.cache_shardings(config, mesh, sh.DEFAULT_RULES, batch_size=4, max_len=32)
-    assert cache["k"].spec == P(None, ("data", "fsdp"), None, None, None)  # kv_heads=2 < tensor.
-    assert cache["valid"].spec == P(("data", "fsdp"), None) and cache["index"].spec == P()
+    batch = ("data", "fsdp", "expert")
+    assert cache["k"].spec == P(None, batch, None, None, None)  # kv_heads=2 < tensor.
+    assert cache["valid"].spec == P(batch, None) and cache["index"].spec == P()
+    latent = sh.cache_shardings(models.preset("tiny_deepseek_v3"), mesh, sh.DEFAULT_RULES,
+                                batch_size=4, max_len=32)
+    assert set(latent) == {"latent", "k_rope", "valid", "index"}
+    assert latent["latent"].spec == P(None, batch, None, None, None)
 
     shardings = sh.param_shardings(config, mesh)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
@@ -147,8 +153,8 @@ def test_global_batch_on_one_process_is_the_batch():
     mesh = sh.make_mesh({"data": 2, "fsdp": 4})
     batch = {"tokens": np.arange(32, dtype=np.int32).reshape(8, 4), "mask": np.ones((8,), bool)}
     out = sh.global_batch(batch, mesh)
-    assert out["tokens"].sharding.spec == P(("data", "fsdp"), None)
-    assert out["mask"].sharding.spec == P(("data", "fsdp"))
+    assert out["tokens"].sharding.spec == P(("data", "fsdp", "expert"), None)
+    assert out["mask"].sharding.spec == P(("data", "fsdp", "expert"))
     np.testing.assert_array_equal(out["tokens"], batch["tokens"])
 
 
@@ -217,7 +223,7 @@ def test_train_step_memory_shrinks_with_fsdp():
 
 def test_mesh_shape_must_match_device_count():
     with pytest.raises(ValueError,
-                       match=r"\{'data': 2, 'fsdp': 2, 'tensor': 1\}.*4 devices.*8 devices"):
+                       match=r"\{'data': 2, 'fsdp': 2, 'expert': 1, 'tensor': 1\}.*4 devices.*8 devices"):
         sh.make_mesh({"data": 2, "fsdp": 2})
 
 
@@ -229,7 +235,7 @@ def test_unknown_mesh_axis_in_shape():
 def test_rule_naming_unknown_mesh_axis():
     mesh = sh.make_mesh({"fsdp": 8})
     rules = list(sh.DEFAULT_RULES) + [["mlp", ["tensor", "model"]]]
-    with pytest.raises(ValueError, match=r"'mlp'.*mesh axis 'model'.*data, fsdp, tensor"):
+    with pytest.raises(ValueError, match=r"'mlp'.*mesh axis 'model'.*data, fsdp, expert, tensor"):
         sh.validate_rules(rules, mesh)
     with pytest.raises(ValueError, match="mesh axis 'model'"):
         sh.param_shardings(models.preset("tiny_llama"), mesh, rules)

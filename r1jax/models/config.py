@@ -299,6 +299,47 @@ PRESETS = {
                 architecture="qwen3", vocab_size=151936, num_layers=28, embed_dim=1024, mlp_dim=3072,
                 num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1_000_000.0, qk_norm=True,
                 tie_embeddings=True, max_seq_len=40960),
+        # DeepSeek-V3 / R1 (671B total, 37B active; the 14B multi-token-prediction module is not
+        # part of the model: post-training does not use it).
+        "deepseek_v3_671b": lambda: ModelConfig(
+                architecture="deepseek_v3", vocab_size=129280, num_layers=61, embed_dim=7168,
+                mlp_dim=18432, num_heads=128, num_kv_heads=128, head_dim=192,
+                rope_scaling=YarnScaling(factor=40.0, original_max_position_embeddings=4096,
+                                         mscale=1.0, mscale_all_dim=1.0),
+                max_seq_len=163840, mla=MLAConfig(kv_lora_rank=512, qk_nope_head_dim=128,
+                                                  qk_rope_head_dim=64, v_head_dim=128,
+                                                  q_lora_rank=1536),
+                moe=MoEConfig(num_experts=256, experts_per_token=8, expert_mlp_dim=2048,
+                              num_shared_experts=1, scoring="sigmoid", score_bias=True,
+                              num_groups=8, topk_groups=4, norm_topk_prob=True,
+                              routed_scaling_factor=2.5, first_dense_layers=3)),
+        # Moonlight-16B-A3B: DeepSeek-V3's architecture at DeepSeek-V2-Lite's shape (16B, 3B active).
+        "moonlight_16b_a3b": lambda: ModelConfig(
+                architecture="deepseek_v3", vocab_size=163840, num_layers=27, embed_dim=2048,
+                mlp_dim=11264, num_heads=16, num_kv_heads=16, head_dim=192, rope_theta=50_000.0,
+                norm_eps=1e-5, max_seq_len=8192,
+                mla=MLAConfig(kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                              v_head_dim=128),
+                moe=MoEConfig(num_experts=64, experts_per_token=6, expert_mlp_dim=1408,
+                              num_shared_experts=2, scoring="sigmoid", score_bias=True,
+                              norm_topk_prob=True, routed_scaling_factor=2.446,
+                              first_dense_layers=1)),
+        # DeepSeek-V2-Lite's shape and softmax routing (15.7B; its HF deepseek_v2 checkpoints are
+        # not read by the converter: a shape for pod configs).
+        "deepseek_v2_lite": lambda: PRESETS["moonlight_16b_a3b"]().replace(
+                vocab_size=102400, mlp_dim=10944, rope_theta=10_000.0, norm_eps=1e-6,
+                max_seq_len=163840,
+                rope_scaling=YarnScaling(factor=40.0, original_max_position_embeddings=4096,
+                                         mscale=0.707, mscale_all_dim=0.707),
+                moe=MoEConfig(num_experts=64, experts_per_token=6,
+                                                  expert_mlp_dim=1408, num_shared_experts=2,
+                                                  first_dense_layers=1)),
+        "qwen3_30b_a3b": lambda: ModelConfig(
+                architecture="qwen3_moe", vocab_size=151936, num_layers=48, embed_dim=2048,
+                mlp_dim=6144, num_heads=32, num_kv_heads=4, head_dim=128, rope_theta=1_000_000.0,
+                qk_norm=True, max_seq_len=40960,
+                moe=MoEConfig(num_experts=128, experts_per_token=8, expert_mlp_dim=768,
+                              norm_topk_prob=True)),
         "llama3_8b": lambda: ModelConfig(
                 architecture="llama", vocab_size=128256, num_layers=32, embed_dim=4096, mlp_dim=14336,
                 num_heads=32, num_kv_heads=8, head_dim=128, rope_theta=500_000.0, norm_eps=1e-5,
