@@ -1,0 +1,243 @@
+"""The mixture-of-experts layer: routing against a loop-by-loop reference, both dispatches against
+a dense per-token reference, capacity and padding, router statistics, aux-loss-free balancing,
+expert parallelism on 8 fake devices, and the published parameter counts of the presets."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from r1jax import models
+from r1jax import sharding as sh
+from r1jax.models import moe as moe_lib
+from r1jax.models.config import MoEConfig
+
+DEEPSEEK_ROUTING = MoEConfig(num_experts=8, experts_per_token=2, expert_mlp_dim=4,
+                             scoring="sigmoid", score_bias=True, num_groups=4, topk_groups=2,
+                             norm_topk_prob=True, routed_scaling_factor=2.5)
+
+
+def reference_route(logits: np.ndarray, bias: np.ndarray, moe: MoEConfig):
+    """DeepSeek-V3's routing written token by token (sigmoid, groups by their top-2 sum)."""
+    weights, experts = [], []
+    per_group = moe.num_experts // moe.num_groups
+    for row in logits:
+        scores = 1 / (1 + np.exp(-row))
+        choice = scores + bias
+        groups = [sorted(choice[g * per_group:(g + 1) * per_group])[-2:] for g in
+                  range(moe.num_groups)]
+        best_groups = np.argsort([-sum(g) for g in groups])[:moe.topk_groups]
+        allowed = [e for e in range(moe.num_experts) if e // per_group in best_groups]
+        chosen = sorted(allowed, key=lambda e: -choice[e])[:moe.experts_per_token]
+        w = scores[chosen] / scores[chosen].sum() * moe.routed_scaling_factor
+        weights.append(w)
+        experts.append(chosen)
+    return np.array(weights), np.array(experts)
+
+
+def test_group_limited_sigmoid_routing_matches_reference():
+    rng = np.random.default_rng(0)
+    logits, bias = rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=8) * 0.3
+    weights, experts = moe_lib.route(jnp.asarray(logits), jnp.asarray(bias, jnp.float32),
+                                     DEEPSEEK_ROUTING)
+    ref_weights, ref_experts = reference_route(logits, bias, DEEPSEEK_ROUTING)
+    np.testing.assert_array_equal(experts, ref_experts)
+    np.testing.assert_allclose(weights, ref_weights, rtol=1e-5)
+    # The bias steers the choice but never enters the weights: they are the chosen raw scores.
+    scores = 1 / (1 + np.exp(-logits))
+    chosen = np.take_along_axis(scores, np.asarray(experts), 1)
+    np.testing.assert_allclose(weights, chosen / chosen.sum(1, keepdims=True) * 2.5, rtol=1e-5)
+
+
+def test_softmax_routing_is_qwen3_moe():
+    moe = MoEConfig(num_experts=6, experts_per_token=3, expert_mlp_dim=4, norm_topk_prob=False)
+    logits = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
+    weights, experts = moe_lib.route(jnp.asarray(logits), None, moe)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_array_equal(experts, np.argsort(-probs, 1)[:, :3])
+    np.testing.assert_allclose(weights, -np.sort(-probs, 1)[:, :3], rtol=1e-5)
+
+
+def _expert_weights(x=8, e=16, f=8, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(keys[0], (x, e, f)) / 4, jax.random.normal(keys[1], (x, e, f)) / 4,
+            jax.random.normal(keys[2], (x, f, e)) / 3)
+
+
+def dense_reference(tokens, experts, weights, gate, up, down):
+    """sum_k w_k * expert_k(token), one token and one expert at a time."""
+    out = np.zeros(tokens.shape, np.float32)
+    for n, token in enumerate(np.asarray(tokens)):
+        for e, w in zip(np.asarray(experts[n]), np.asarray(weights[n])):
+            h = jax.nn.silu(token @ gate[e]) * (token @ up[e])
+            out[n] += w * np.asarray(h @ down[e])
+    return out
+
+
+@pytest.fixture(scope="module")
+def routed_tokens():
+    tokens = jax.random.normal(jax.random.key(3), (24, 16))
+    logits = jax.random.normal(jax.random.key(4), (24, 8))
+    weights, experts = moe_lib.route(logits, None, MoEConfig(num_experts=8, experts_per_token=2,
+                                                             expert_mlp_dim=8))
+    return tokens, experts, weights, _expert_weights()
+
+
+def test_dropless_and_ample_capacity_equal_the_dense_reference(routed_tokens):
+    tokens, experts, weights, (gate, up, down) = routed_tokens
+    expected = dense_reference(tokens, experts, weights, gate, up, down)
+    dropless, dropped = moe_lib.dropless_dispatch(tokens, experts, weights, gate, up, down)
+    np.testing.assert_allclose(dropless, expected, rtol=1e-5, atol=1e-5)
+    assert dropped == 0
+    valid = jnp.ones((24,), bool)
+    capacity, dropped = moe_lib.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
+                                                  capacity=24)
+    np.testing.assert_allclose(capacity, expected, rtol=1e-5, atol=1e-5)
+    assert dropped == 0
+
+
+def test_capacity_drops_late_assignments_and_never_gives_padding_a_slot(routed_tokens):
+    tokens, experts, weights, (gate, up, down) = routed_tokens
+    experts = experts.at[:, 0].set(0)  # Every token's first choice is expert 0.
+    valid = jnp.arange(24) >= 8        # The first 8 tokens are padding.
+    out, dropped = moe_lib.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
+                                             capacity=5)
+    # Expert 0 keeps the first 5 real tokens' first choices; 11 of the 32 real assignments
+    # beyond them are dropped (second choices of expert 0 included, if any).
+    kept = np.zeros((24, 2), bool)
+    counts = np.zeros(8, int)
+    for k in range(2):
+        for n in range(8, 24):
+            e = int(experts[n, k])
+            if counts[e] < 5:
+                kept[n, k], counts[e] = True, counts[e] + 1
+    expected = dense_reference(tokens, experts, weights * kept, gate, up, down)
+    np.testing.assert_allclose(out[8:], expected[8:], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dropped, (~kept[8:]).sum() / 32, rtol=1e-6)
+
+
+def test_router_stats_leave_padding_out():
+    config = models.preset("tiny_deepseek_v3")
+    params = models.init_params(config, jax.random.key(0))
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (2, 12), np.int32)
+    positions = np.broadcast_to(np.arange(12, dtype=np.int32), (2, 12))
+    segments = np.ones((2, 12), np.int32)
+    forward = jax.jit(functools.partial(models.forward_with_router_stats, config))
+    _, stats = forward(params, tokens[:, :8], positions[:, :8], segments[:, :8])
+    segments[:, 8:] = 0  # Four padding tokens at the end of each row.
+    _, padded = forward(params, tokens, positions, segments)
+    moe_layers = config.num_layers - config.moe.first_dense_layers
+    assert stats.load.shape == (moe_layers, 8) and stats.max_violation.shape == (moe_layers,)
+    np.testing.assert_allclose(padded.load, stats.load, rtol=1e-6)
+    np.testing.assert_allclose(stats.load.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(stats.max_violation, stats.load.max(-1) * 8 - 1, rtol=1e-6)
+    assert float(stats.dropped.max()) == 0.0  # Dropless.
+    dense = models.preset("tiny_llama")
+    assert models.forward_with_router_stats(
+        dense, models.init_params(dense, jax.random.key(0)), tokens, positions)[1] is None
+
+
+def test_aux_loss_free_bias_moves_loads_toward_balance():
+    """A router that sends most tokens to experts 0 and 1: 50 bias updates bring the load's
+    max violation from > 2 to under 0.5, while the routing weights stay bias-free."""
+    moe = MoEConfig(num_experts=8, experts_per_token=2, expert_mlp_dim=4, scoring="sigmoid",
+                    score_bias=True)
+    logits = jax.random.normal(jax.random.key(0), (512, 8)) + jnp.array([2.0, 1.5] + [0.0] * 6)
+    valid = jnp.ones((512,), bool)
+
+    def stats(bias):
+        _, experts = moe_lib.route(logits, bias, moe)
+        return moe_lib.router_stats(experts, valid, 8, jnp.zeros(()))
+
+    bias = jnp.zeros((8,))
+    before = stats(bias).max_violation
+    for _ in range(50):
+        bias = moe_lib.update_score_bias(bias, stats(bias).load, rate=0.02)
+    after = stats(bias).max_violation
+    print(f"max violation {float(before):.2f} -> {float(after):.2f}")
+    assert before > 2.0 and after < 0.5
+    assert float(bias[0]) < 0 < float(bias[7])
+
+
+def test_update_score_bias_is_a_signed_step():
+    bias = jnp.zeros((2, 4))
+    load = jnp.array([[0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    np.testing.assert_allclose(moe_lib.update_score_bias(bias, load, 0.1),
+                               [[-0.1, -0.1, 0.1, 0.1], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("field, value, message", [
+        ("scoring", "sparsemax", r"Unsupported MoE scoring function 'sparsemax'; supported: "
+                                 r"sigmoid, softmax"),
+        ("dispatch", "sinkhorn", r"Unsupported MoE dispatch 'sinkhorn'; supported: dropless, "
+                                 r"capacity"),
+        ("topk_groups", 5, r"topk_groups=5"),
+])
+def test_unsupported_moe_settings_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MoEConfig(**{"num_experts": 8, "experts_per_token": 2, "expert_mlp_dim": 4,
+                     "num_groups": 4, field: value})
+
+
+# ----------------------------------------------------------------------------- presets
+
+# name: (published total, published active parameters)
+PUBLISHED = {"deepseek_v3_671b": (671e9, 37e9), "moonlight_16b_a3b": (16e9, 3e9),
+             "deepseek_v2_lite": (15.7e9, 2.4e9), "qwen3_30b_a3b": (30.5e9, 3.3e9)}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_preset_parameter_counts_match_published(name):
+    config = models.preset(name)
+    shapes = nn.meta.unbox(models.abstract_params(config))
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    assert total == config.num_params
+    published_total, published_active = PUBLISHED[name]
+    print(f"{name}: {total / 1e9:.2f}B total, {config.num_active_params / 1e9:.2f}B active")
+    assert abs(total / published_total - 1) < 0.005
+    # Published active counts are rounded and sometimes leave the embeddings out.
+    embedding = config.vocab_size * config.embed_dim
+    assert (config.num_active_params - embedding) * 0.95 < published_active \
+        < config.num_active_params * 1.05
+
+
+# ----------------------------------------------------------------------------- expert parallelism
+
+
+def next_token_loss(config, params, tokens):
+    logits = models.logits(config, params, tokens)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
+    return losses.mean(), logits
+
+
+@pytest.mark.parametrize("dispatch, mesh_shape", [("capacity", {"expert": 8}),
+                                                  ("dropless", {"expert": 4, "fsdp": 2})])
+def test_expert_parallel_mesh_matches_one_device(dispatch, mesh_shape):
+    base = models.preset("tiny_deepseek_v3")
+    config = base.replace(moe=MoEConfig(**{**base.moe.__dict__, "dispatch": dispatch}))
+    params = models.init_params(config, jax.random.key(0))
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (8, 16), np.int32)
+    step = jax.value_and_grad(functools.partial(next_token_loss, config), has_aux=True)
+    (loss, logits), grads = jax.jit(step)(params, tokens)
+
+    mesh = sh.make_mesh(mesh_shape)
+    shardings = sh.param_shardings(config, mesh)
+    sharded_step = sh.sharded_jit(step, mesh, sh.DEFAULT_RULES,
+                                  in_shardings=(shardings, sh.batch_sharding(mesh)),
+                                  out_shardings=((sh.replicated(mesh), sh.batch_sharding(mesh, 3)),
+                                                 shardings))
+    sharded_params = sh.shard_params(config, params, mesh)
+    (sharded_loss, sharded_logits), sharded_grads = sharded_step(
+        sharded_params, sh.global_batch(tokens, mesh))
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sharded_loss, loss, **tol)
+    np.testing.assert_allclose(sharded_logits, logits, **tol)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), sharded_grads, grads)
+    # Every device holds 1/8 of each expert weight (experts over `expert`, embed over `fsdp`).
+    for name in ("gate", "up", "down"):
+        weight = sharded_params["layers"]["mlp"][name]
+        assert weight.sharding.spec[1] == "expert"
+        assert {s.data.nbytes for s in weight.addressable_shards} == {weight.nbytes // 8}
