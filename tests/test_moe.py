@@ -241,3 +241,29 @@ def test_expert_parallel_mesh_matches_one_device(dispatch, mesh_shape):
         weight = sharded_params["layers"]["mlp"][name]
         assert weight.sharding.spec[1] == "expert"
         assert {s.data.nbytes for s in weight.addressable_shards} == {weight.nbytes // 8}
+
+
+def test_training_hooks_keep_the_bias_out_of_the_optimizer_and_update_it_from_loads():
+    config = models.preset("tiny_qwen3_moe").replace(moe=DEEPSEEK_ROUTING.__class__(
+        **{**models.preset("tiny_qwen3_moe").moe.__dict__, "score_bias": True,
+           "scoring": "sigmoid"}))
+    params = models.init_params(config, jax.random.key(0))
+    params["layers"]["mlp"]["score_bias"] = jnp.full((3, 8), 0.5)
+    optimizer = optax.multi_transform(
+        {"trainable": optax.adamw(1e-2, weight_decay=0.1), "frozen": optax.set_to_zero()},
+        moe_lib.optimizer_labels(params))
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    updated = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(updated["layers"]["mlp"]["score_bias"], 0.5)
+    assert not np.allclose(updated["layers"]["mlp"]["gate"], params["layers"]["mlp"]["gate"])
+
+    load = jnp.tile(jnp.array([0.3, 0.2] + [0.5 / 6] * 6), (3, 1))
+    stats = moe_lib.RouterStats(load=load, max_violation=load.max(-1) * 8 - 1,
+                                dropped=jnp.zeros(3))
+    moved = moe_lib.update_params_score_bias(params, stats, 0.01)["layers"]["mlp"]["score_bias"]
+    np.testing.assert_allclose(moved[:, :2], 0.49)
+    np.testing.assert_allclose(moved[:, 2:], 0.51)
+    metrics = moe_lib.router_metrics(stats)
+    np.testing.assert_allclose(metrics["router/load_max"], 2.4, rtol=1e-6)
+    np.testing.assert_allclose(metrics["router/max_violation"], 1.4, rtol=1e-6)

@@ -191,3 +191,45 @@ class MoE(nn.Module):
             out = out + MLP(e, moe.num_shared_experts * moe.expert_mlp_dim, cfg.dtype,
                             cfg.param_dtype, name="shared_experts")(x)
         return out, router_stats(experts, valid, moe.num_experts, dropped)
+
+
+# ----------------------------------------------------------------------------- training hooks
+
+
+def _is_score_bias(path) -> bool:
+    return getattr(path[-1], "key", None) == "score_bias"
+
+
+def optimizer_labels(params):
+    """A tree like params: "frozen" on the balancing biases, "trainable" elsewhere.
+
+    The biases get no gradient (only the choice of experts sees them) and must not be moved by
+    the optimizer (AdamW's weight decay would pull them to 0):
+    `optax.multi_transform({"trainable": adamw, "frozen": optax.set_to_zero()},
+    optimizer_labels(params))`.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if _is_score_bias(path) else "trainable", params)
+
+
+def update_params_score_bias(params, stats: Optional[RouterStats], rate: float):
+    """`update_score_bias` applied to the MoE stack's biases (params["layers"]["mlp"]) from the
+    [L_moe, X] loads of `forward_with_router_stats`; params unchanged when there is none."""
+    if stats is None or "score_bias" not in params.get("layers", {}).get("mlp", {}):
+        return params
+    mlp = params["layers"]["mlp"]
+    mlp = {**mlp, "score_bias": update_score_bias(mlp["score_bias"], stats.load, rate)}
+    return {**params, "layers": {**params["layers"], "mlp": mlp}}
+
+
+def router_metrics(stats: Optional[RouterStats]) -> dict:
+    """Scalars for metrics.jsonl / TensorBoard from one batch's RouterStats ({} without MoE):
+    the balance metric (mean and worst layer), the dropped fraction, and the least and most
+    loaded expert's load relative to a perfectly even 1/X."""
+    if stats is None:
+        return {}
+    relative = stats.load * stats.load.shape[-1]
+    return {"router/max_violation": stats.max_violation.mean(),
+            "router/max_violation_worst_layer": stats.max_violation.max(),
+            "router/dropped": stats.dropped.mean(),
+            "router/load_min": relative.min(), "router/load_max": relative.max()}
