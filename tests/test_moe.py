@@ -182,6 +182,13 @@ def test_unsupported_moe_settings_are_refused(field, value, message):
                      "num_groups": 4, field: value})
 
 
+def test_architecture_needs_its_parts():
+    with pytest.raises(ValueError, match="architecture='deepseek_v3' needs `mla`"):
+        models.preset("tiny_deepseek_v3").replace(mla=None)
+    with pytest.raises(ValueError, match="architecture='llama' cannot have `moe`"):
+        models.preset("tiny_llama").replace(moe=DEEPSEEK_ROUTING)
+
+
 # ----------------------------------------------------------------------------- presets
 
 # name: (published total, published active parameters)

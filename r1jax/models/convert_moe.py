@@ -11,7 +11,8 @@ DeepSeek specifics:
     q_proj) and kv_a_proj_with_mqa are de-interleaved on load and interleaved again on save.
   * FP8 block-quantised checkpoints (the released DeepSeek-V3/R1 weights): a float8_e4m3fn
     `X.weight` with a float32 `X.weight_scale_inv` per 128x128 block is dequantised on load
-    (weight * scale); saving writes config.param_dtype weights without quantization_config.
+    (weight * scale, hf_files.SafetensorsSource); saving writes config.param_dtype weights
+    without quantization_config.
   * The multi-token-prediction module (num_nextn_predict_layers, stored as layers past
     num_hidden_layers) is not part of the r1jax model: post-training does not use it, so its
     tensors are skipped on load and not written on save.
@@ -19,7 +20,6 @@ DeepSeek specifics:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -27,11 +27,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
-import safetensors
 
-from r1jax.models import convert
+from r1jax.models import convert, hf_files
 from r1jax.models.config import MLAConfig, ModelConfig, MoEConfig, YarnScaling
 from r1jax.models.convert import KEEP, LINEAR, LINEAR_OUT, Layout
 from r1jax.models.transformer import layer_stacks
@@ -39,7 +37,6 @@ from r1jax.models.transformer import layer_stacks
 HF_ARCHITECTURES = {"deepseek_v3": "DeepseekV3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 # DeepSeek-V3's own config.json names its routing; transformers implements only these.
 DEEPSEEK_ROUTING = {"scoring_func": ("sigmoid",), "topk_method": ("noaux_tc",)}
-_FLOAT8 = {"F8_E4M3": ml_dtypes.float8_e4m3fn}
 
 
 # ------------------------------------------------------------------------ name map
@@ -280,64 +277,12 @@ def _check_hf_expressible(config: ModelConfig) -> None:
         raise ValueError("qwen3_moe needs qk_norm=True and qkv_bias=False (as Qwen3MoeForCausalLM).")
 
 
-# ------------------------------------------------------------------------ FP8 and loading
-
-def _read_raw(file: str, name: str, dtype) -> np.ndarray:
-    """A tensor the safetensors numpy reader cannot type (float8), read from the file's header."""
-    with open(file, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    begin, end = header[name]["data_offsets"]
-    data = np.fromfile(file, np.uint8, count=end - begin, offset=8 + header_len + begin)
-    return data.view(dtype).reshape(header[name]["shape"])
-
-
-class SafetensorsSource(convert._SafetensorsSource):
-    """HF safetensors tensors, FP8 block-quantised ones (with `weight_scale_inv`) dequantised."""
-
-    def __init__(self, directory: str, block_size: tuple[int, int] = (128, 128)):
-        super().__init__(directory)
-        self._block = block_size
-
-    def _tensor(self, name: str) -> np.ndarray:
-        file = self._files[name]
-        with safetensors.safe_open(file, framework="np") as f:
-            dtype = f.get_slice(name).get_dtype()
-            if dtype not in _FLOAT8:
-                return f.get_tensor(name)
-        return _read_raw(file, name, _FLOAT8[dtype])
-
-    def read(self, name: str, gguf_name: str, shape: tuple[int, ...]) -> np.ndarray:
-        del gguf_name
-        if name not in self._files:
-            raise ValueError(f"Tensor {name} is missing from {self._directory}.")
-        tensor = self._tensor(name)
-        scale_name = name + "_scale_inv"
-        if scale_name in self._files:
-            tensor = dequantize_blocks(tensor, self._tensor(scale_name), self._block)
-        convert._check_shape(name, tensor, shape)
-        return tensor
-
-
-def dequantize_blocks(weight: np.ndarray, scale_inv: np.ndarray,
-                      block: tuple[int, int] = (128, 128)) -> np.ndarray:
-    """float32 weight [O, I] from a quantised weight and float32[ceil(O/b0), ceil(I/b1)] scales."""
-    scales = np.repeat(np.repeat(scale_inv.astype(np.float32), block[0], 0), block[1], 1)
-    return weight.astype(np.float32) * scales[:weight.shape[0], :weight.shape[1]]
-
-
-def _block_size(hf: dict) -> tuple[int, int]:
-    quant = hf.get("quantization_config") or {}
-    if quant and quant.get("quant_method") != "fp8":
-        raise ValueError(f"quantization_config.quant_method={quant.get('quant_method')!r} is not "
-                         "supported; supported: 'fp8' (block-quantised, weight_scale_inv).")
-    return tuple(quant.get("weight_block_size") or (128, 128))
-
+# ------------------------------------------------------------------------ loading
 
 def load_hf_directory(path: str, hf: dict, **overrides) -> tuple[ModelConfig, dict]:
     """(config, numpy params) of a DeepseekV3 / Qwen3-MoE directory; see convert.load_pretrained."""
     config = config_from_hf(hf).replace(**overrides)
-    source = SafetensorsSource(path, _block_size(hf))
+    source = hf_files.SafetensorsSource(path, hf_files.quantization_block(hf))
     shapes = convert.param_shapes(config)
     params, used = {}, set()
     for t in tensor_list(config, rope_interleave=bool(hf.get("rope_interleave", True))):
@@ -370,7 +315,7 @@ def _layer_of(name: str) -> Optional[int]:
 # ------------------------------------------------------------------------ saving
 
 def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
-                    max_shard_bytes: int = convert.MAX_SHARD_BYTES) -> None:
+                    max_shard_bytes: int = hf_files.MAX_SHARD_BYTES) -> None:
     """Writes a DeepseekV3 / Qwen3-MoE HF directory (unquantised, RoPE rows interleaved)."""
     _check_hf_expressible(config)
     config_json = hf_config(config, tokenizer)
@@ -381,9 +326,9 @@ def save_pretrained(config: ModelConfig, params, path: str, tokenizer=None, *,
     def tensor(name: str) -> np.ndarray:
         t = tensors[name]
         param = convert._get(host, t.path)
-        convert._check_shape("/".join(t.path), param, convert._get(shapes, t.path))
+        hf_files.check_shape("/".join(t.path), param, convert._get(shapes, t.path))
         return t.layout.to_hf(param[t.index].astype(_dtype(config, t.path)))
 
     sizes = [(t.hf, math.prod(convert._get(shapes, t.path)[len(t.index):])
               * np.dtype(_dtype(config, t.path)).itemsize) for t in tensors.values()]
-    convert.write_hf_directory(path, config_json, sizes, tensor, tokenizer, max_shard_bytes)
+    hf_files.write_hf_directory(path, config_json, sizes, tensor, tokenizer, max_shard_bytes)
