@@ -158,6 +158,116 @@ def _layer_shape(shapes: dict, entry: TensorName) -> tuple[int, ...]:
     return shape[1:] if entry.per_layer else shape
 
 
+# ------------------------------------------------------------------------ Hugging Face config
+
+def _unsupported_architecture(name) -> ValueError:
+    return ValueError(f"Unsupported architecture {name!r}; supported: {', '.join(ARCHITECTURES)}.")
+
+
+def _require(hf: dict, key: str):
+    if hf.get(key) is None:
+        raise ValueError(f"{CONFIG_FILE} lacks {key!r}.")
+    return hf[key]
+
+
+def _rope_from_hf(hf: dict) -> tuple[float, Optional[RopeScaling]]:
+    """(rope_theta, llama3 scaling or None) of a HF config dict."""
+    # transformers 5 writes theta and scaling into one `rope_parameters` dict; older configs have
+    # top-level `rope_theta` and `rope_scaling`, whose type key was once called "type".
+    rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "default":
+        return theta, None
+    if kind != "llama3":
+        raise ValueError(f"Unsupported rope type {kind!r}; supported: default, llama3.")
+    return theta, RopeScaling(
+            factor=float(rope["factor"]), low_freq_factor=float(rope["low_freq_factor"]),
+            high_freq_factor=float(rope["high_freq_factor"]),
+            original_max_position_embeddings=int(rope["original_max_position_embeddings"]))
+
+
+def _reject_unsupported_options(hf: dict) -> None:
+    """Raises on HF options the r1jax model has no counterpart for (it would load wrong logits)."""
+    arch = hf["model_type"]
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"hidden_act={hf['hidden_act']!r} is not supported (only silu).")
+    # Llama's and Qwen3's attention_bias also puts a bias on o_proj, which r1jax does not have.
+    keys = ("mlp_bias", "use_sliding_window") + (("attention_bias",) if arch != "qwen2" else ())
+    for key in keys:
+        if hf.get(key):
+            raise ValueError(f"{key}=True is not supported for {arch} models.")
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """The ModelConfig of a Hugging Face config.json dict (llama, qwen2 or qwen3)."""
+    arch = hf.get("model_type")
+    if arch not in ARCHITECTURES:
+        raise _unsupported_architecture(arch)
+    _reject_unsupported_options(hf)
+    theta, scaling = _rope_from_hf(hf)
+    hidden, heads = _require(hf, "hidden_size"), _require(hf, "num_attention_heads")
+    return ModelConfig(
+            architecture=arch, vocab_size=_require(hf, "vocab_size"),
+            num_layers=_require(hf, "num_hidden_layers"), embed_dim=hidden,
+            mlp_dim=_require(hf, "intermediate_size"), num_heads=heads,
+            num_kv_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hidden // heads, rope_theta=theta, rope_scaling=scaling,
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            # HF fixes these per family: Qwen2 always has qkv bias, Qwen3 always q/k norm.
+            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3",
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_seq_len=_require(hf, "max_position_embeddings"))
+
+
+def _check_hf_expressible(config: ModelConfig) -> None:
+    """HF's classes fix what ModelConfig leaves free (see config_from_hf)."""
+    arch = config.architecture
+    hf_flags = (arch == "qwen2", arch == "qwen3")
+    if (config.qkv_bias, config.qk_norm) != hf_flags:
+        raise ValueError(
+                f"{arch} with qkv_bias={config.qkv_bias}, qk_norm={config.qk_norm} has no Hugging "
+                f"Face equivalent ({HF_ARCHITECTURES[arch]} has qkv_bias={hf_flags[0]}, "
+                f"qk_norm={hf_flags[1]}).")
+
+
+def hf_config(config: ModelConfig, tokenizer=None) -> dict:
+    """The config.json dict transformers builds `config`'s model from."""
+    _check_hf_expressible(config)
+    scaling = config.rope_scaling
+    out = {
+            "architectures": [HF_ARCHITECTURES[config.architecture]],
+            "model_type": config.architecture,
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.embed_dim,
+            "intermediate_size": config.mlp_dim,
+            "num_hidden_layers": config.num_layers,
+            "num_attention_heads": config.num_heads,
+            "num_key_value_heads": config.num_kv_heads,
+            "head_dim": config.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": config.max_seq_len,
+            "rms_norm_eps": config.norm_eps,
+            # The pre-transformers-5 keys (rope_theta, rope_scaling, torch_dtype): transformers 4
+            # reads only these and transformers 5 converts them.
+            "rope_theta": config.rope_theta,
+            "rope_scaling": None if scaling is None else {
+                    "rope_type": "llama3", "factor": scaling.factor,
+                    "low_freq_factor": scaling.low_freq_factor,
+                    "high_freq_factor": scaling.high_freq_factor,
+                    "original_max_position_embeddings": scaling.original_max_position_embeddings},
+            "tie_word_embeddings": config.tie_embeddings,
+            "torch_dtype": config.param_dtype,
+    }
+    if config.architecture != "qwen2":
+        out["attention_bias"] = False
+    if tokenizer is not None:
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(tokenizer, key) is not None:
+                out[key] = getattr(tokenizer, key)
+    return out
+
+
 # ------------------------------------------------------------------------ tensor sources
 
 def unpermute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
