@@ -118,7 +118,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
     run_lib.require(
         rl.prompts_per_step % mesh_batch == 0 and rollouts % per_update == 0
         and (rollouts // per_update) % mesh_batch == 0, "rl.prompts_per_step", rl.prompts_per_step,
-        f"a multiple of the mesh's data×fsdp size ({mesh_batch}: each shard prefills whole "
+        f"a multiple of the mesh's batch size ({mesh_batch}: each shard prefills whole "
         f"prompts) making prompts_per_step × num_generations ({rollouts}) divisible by "
         f"num_mini_batches × num_micro_batches × {mesh_batch} ({per_update} × {mesh_batch})")
     rewards_lib.check_rewards_fit_data(config.data.kind, config.rewards)

@@ -76,10 +76,6 @@ class Run:
     checkpointer: checkpoint.Checkpointer
     writer: metrics_lib.MetricsWriter
 
-    @property
-    def mesh_batch(self) -> int:
-        """Shards of the batch axis (data × fsdp): how many ways every batch is split."""
-        return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -166,7 +162,8 @@ def start(config: ml_collections.ConfigDict, workdir: str,
     shape = resolve_mesh_shape(config.mesh.shape, jax.device_count())
     mesh = sharding.make_mesh(shape)
     rules = tuple(tuple(r) for r in config.mesh.rules) or sharding.DEFAULT_RULES
-    validate(config, shape.get("data", 1) * shape.get("fsdp", 1))
+    # Every batch is split over the mesh's batch axes (data × fsdp × expert).
+    validate(config, math.prod(shape.get(axis, 1) for axis in sharding.BATCH_AXES))
     model_config, params, tokenizer = models.load_policy(config.model)
     checkpointer = checkpoint.Checkpointer(
         workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
@@ -176,7 +173,7 @@ def start(config: ml_collections.ConfigDict, workdir: str,
     if distributed.is_main_process() and not os.path.isdir(tokenizer_dir):
         tokenizer.save_pretrained(tokenizer_dir)
     log.info("Model %s (%.1fM params) on mesh %s; workdir %s", model_config.architecture,
-             model_config.num_params / 1e6, shape, workdir)
+             model_config.num_params / 1e6, dict(mesh.shape), workdir)
     return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, model_config=model_config,
                tokenizer=tokenizer, stop_tokens=models.stop_tokens(tokenizer),
                initial_params=params,

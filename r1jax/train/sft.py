@@ -81,7 +81,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int):
     run_lib.require(sc.z_loss >= 0, "sft.z_loss", sc.z_loss, "a float >= 0")
     run_lib.require(
         sc.batch_size % (sc.num_micro_batches * mesh_batch) == 0, "sft.batch_size",
-        sc.batch_size, f"a multiple of num_micro_batches × the mesh's data×fsdp size "
+        sc.batch_size, f"a multiple of num_micro_batches × the mesh's batch size (data×fsdp×expert) "
         f"({sc.num_micro_batches} × {mesh_batch})")
     run_lib.validate_common(config)
 
