@@ -90,7 +90,10 @@ def sampling_config(temperature: float, top_k: int | None = None,
 def optimizer_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         learning_rate=3e-6, warmup_steps=0, decay="constant", final_fraction=0.0,
-        b1=0.9, b2=0.99, weight_decay=0.0, clip_norm=1.0))
+        b1=0.9, b2=0.99, weight_decay=0.0, clip_norm=1.0,
+        # MoE routing biases (DeepSeek-V3's aux-loss-free balancing) move by this much per
+        # update towards even expert loads (V3 pre-training: 0.001); 0 keeps them as loaded.
+        router_bias_rate=0.0))
 
 
 def train_config() -> ml_collections.ConfigDict:

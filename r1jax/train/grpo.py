@@ -52,18 +52,24 @@ def sequence_inputs(prompt_tokens, prompt_lengths, completions, completion_mask)
     return tokens, positions, segments
 
 
+def completion_logits(model_config, params, batch: Rollouts) -> tuple[jax.Array, object]:
+    """(float32[N, C, V] logits predicting each completion token, the MoE router's stats or
+    None)."""
+    tokens, positions, segments = sequence_inputs(
+        batch.prompt_tokens, batch.prompt_lengths, batch.completions, batch.mask)
+    p = batch.prompt_tokens.shape[1]
+    # The logits at position t predict token t + 1: completion token j comes from P - 1 + j.
+    logits, stats = transformer.forward_with_router_stats(model_config, params, tokens, positions,
+                                                          segments, logits_start=p - 1)
+    return logits[:, :-1], stats
+
+
 def completion_logprobs(model_config, params, batch: Rollouts,
                         temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """(log π(completion token), entropy), each float32[N, C], of the model's logits divided by
     the sampling temperature: the policy the rollouts came from, whose logprobs the sampler
     returned as π_old (as TRL and verl do, so the first update's ratio is exactly 1)."""
-    tokens, positions, segments = sequence_inputs(
-        batch.prompt_tokens, batch.prompt_lengths, batch.completions, batch.mask)
-    p = batch.prompt_tokens.shape[1]
-    # The logits at position t predict token t + 1: completion token j comes from P - 1 + j.
-    logits, _ = transformer.forward(model_config, params, tokens, positions, segments,
-                                    logits_start=p - 1)
-    logits = logprobs_lib.tempered(logits[:, :-1], temperature)
+    logits = logprobs_lib.tempered(completion_logits(model_config, params, batch)[0], temperature)
     return (logprobs_lib.token_logprobs(logits, batch.completions),
             logprobs_lib.token_entropy(logits))
 
@@ -81,22 +87,26 @@ def micro_batch_weights(mask: jax.Array, aggregation: str) -> jax.Array:
 
 
 def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, optimizer, rl,
-                nan_policy) -> tuple[run_lib.TrainState, dict]:
-    """One optimizer update of the GRPO loss on a mini-batch of rollouts."""
+                nan_policy, router_bias_rate: float = 0.0) -> tuple[run_lib.TrainState, dict]:
+    """One optimizer update of the GRPO loss on a mini-batch of rollouts (then, for MoE models,
+    the routing biases' balancing step: `step.balance_experts`)."""
     def loss_fn(params, mb: Rollouts):
-        logprobs, entropy = completion_logprobs(model_config, params, mb,
-                                                rl.sampling.temperature)
+        logits, router = completion_logits(model_config, params, mb)
+        logits = logprobs_lib.tempered(logits, rl.sampling.temperature)
+        logprobs = logprobs_lib.token_logprobs(logits, mb.completions)
+        entropy = logprobs_lib.token_entropy(logits)
         loss, metrics = grpo_lib.grpo_loss(
             logprobs, mb.logprobs, mb.ref_logprobs if rl.beta > 0 else None, mb.advantages,
             mb.mask, eps_low=rl.eps_low, eps_high=rl.eps_high, beta=rl.beta,
             aggregation=rl.aggregation)
         metrics["entropy"] = (entropy * mb.mask).sum() / jnp.maximum(mb.mask.sum(), 1.0)
-        return loss, metrics
+        return loss, {**metrics, **step_lib.router_outputs(router)}
 
     masks = batch.mask.reshape(rl.num_micro_batches, -1, batch.mask.shape[1])
-    return step_lib.apply_gradients(
+    state, metrics = step_lib.apply_gradients(
         loss_fn, state, batch, micro_batch_weights(masks, rl.aggregation), optimizer=optimizer,
         num_micro_batches=rl.num_micro_batches, nan_policy=nan_policy)
+    return step_lib.balance_experts(state, metrics, router_bias_rate)
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
@@ -182,14 +192,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = run_lib.start(config, workdir, validate_config)
     updates_per_step = rl.num_iterations * rl.num_mini_batches
     schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps * updates_per_step)
-    optimizer = run_lib.make_optimizer(config.optimizer, schedule)
+    optimizer = run_lib.make_optimizer(config.optimizer, schedule, run.model_config)
     iterator = data.PromptIterator(config.data, run.tokenizer, global_batch_size=rl.prompts_per_step,
                                    max_prompt_len=rl.max_prompt_len, seed=config.data.seed)
     state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(
         grpo_update, model_config=run.model_config, optimizer=optimizer, rl=rl,
-        nan_policy=tc.nan_policy))
+        nan_policy=tc.nan_policy, router_bias_rate=config.optimizer.router_bias_rate))
     policy_logprobs = run_lib.jit_forward(run, lambda params, batch: completion_logprobs(
         run.model_config, params, batch, rl.sampling.temperature)[0])
     recompute_old = recompute_old_logprobs(config)

@@ -28,6 +28,7 @@ import ml_collections
 import optax
 
 from r1jax import checkpoint, distributed, models, sharding
+from r1jax.models import moe
 from r1jax.train import metrics as metrics_lib
 
 log = logging.getLogger("r1jax")
@@ -143,13 +144,20 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_updates: int) -
     return schedule
 
 
-def make_optimizer(opt: ml_collections.ConfigDict,
-                   schedule: optax.Schedule) -> optax.GradientTransformation:
-    """AdamW (b1, b2, weight_decay) on `schedule`, after global-norm clipping (clip_norm 0: off)."""
+def make_optimizer(opt: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   model_config: models.ModelConfig) -> optax.GradientTransformation:
+    """AdamW (b1, b2, weight_decay) on `schedule`, after global-norm clipping (clip_norm 0: off).
+
+    An MoE model's routing biases are left out: no gradient reaches them and weight decay would
+    pull them to 0; `train.step.balance_experts` moves them instead.
+    """
     adamw = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
     if opt.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(opt.clip_norm), adamw)
-    return adamw
+        adamw = optax.chain(optax.clip_by_global_norm(opt.clip_norm), adamw)
+    if model_config.moe is None:
+        return adamw
+    return optax.multi_transform({"trainable": adamw, "frozen": optax.set_to_zero()},
+                                 moe.optimizer_labels)
 
 
 # ----------------------------------------------------------------------------- set-up

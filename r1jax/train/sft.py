@@ -28,22 +28,31 @@ TRAIN_ON = ("assistant", "completion", "all")
 
 def sft_logits(model_config, params, batch: Batch) -> jax.Array:
     """float32[B, T, V] logits of packed rows (segments never attend to each other)."""
-    logits, _ = transformer.forward(model_config, params, batch.inputs, batch.positions,
-                                    batch.segment_ids)
-    return logits
+    return sft_forward(model_config, params, batch)[0]
+
+
+def sft_forward(model_config, params, batch: Batch) -> tuple[jax.Array, object]:
+    """(logits, the MoE router's stats or None) of packed rows."""
+    return transformer.forward_with_router_stats(model_config, params, batch.inputs,
+                                                 batch.positions, batch.segment_ids)
 
 
 def sft_update(state: run_lib.TrainState, batch: Batch, *, model_config, optimizer,
-               num_micro_batches, z_loss, nan_policy) -> tuple[run_lib.TrainState, dict]:
-    """One optimizer update; the loss is the token mean over the whole batch."""
+               num_micro_batches, z_loss, nan_policy,
+               router_bias_rate: float = 0.0) -> tuple[run_lib.TrainState, dict]:
+    """One optimizer update; the loss is the token mean over the whole batch (then, for MoE
+    models, the routing biases' balancing step: `step.balance_experts`)."""
     def loss_fn(params, mb: Batch):
-        return sft_loss(sft_logits(model_config, params, mb), mb.targets, mb.weights,
-                        z_loss=z_loss)
+        logits, router = sft_forward(model_config, params, mb)
+        loss, metrics = sft_loss(logits, mb.targets, mb.weights, z_loss=z_loss)
+        return loss, {**metrics, **step_lib.router_outputs(router)}
 
     tokens = batch.weights.reshape(num_micro_batches, -1).sum(axis=1)
     weights = tokens / jnp.maximum(tokens.sum(), 1.0)
-    return step_lib.apply_gradients(loss_fn, state, batch, weights, optimizer=optimizer,
-                                    num_micro_batches=num_micro_batches, nan_policy=nan_policy)
+    state, metrics = step_lib.apply_gradients(
+        loss_fn, state, batch, weights, optimizer=optimizer, num_micro_batches=num_micro_batches,
+        nan_policy=nan_policy)
+    return step_lib.balance_experts(state, metrics, router_bias_rate)
 
 
 def eval_loss(model_config, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
@@ -119,12 +128,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         list(range(rows.num_rows)), global_batch_size=sc.batch_size, seed=config.data.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
     schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
-    optimizer = run_lib.make_optimizer(config.optimizer, schedule)
+    optimizer = run_lib.make_optimizer(config.optimizer, schedule, run.model_config)
     state = run_lib.init_state(run, optimizer, with_reference=False)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(
         sft_update, model_config=run.model_config, optimizer=optimizer,
-        num_micro_batches=sc.num_micro_batches, z_loss=sc.z_loss, nan_policy=tc.nan_policy))
+        num_micro_batches=sc.num_micro_batches, z_loss=sc.z_loss, nan_policy=tc.nan_policy,
+        router_bias_rate=config.optimizer.router_bias_rate))
     loss_sums = run_lib.jit_forward(
         run, lambda params, batch: jnp.stack(eval_loss(run.model_config, params, batch)),
         replicated_output=True)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from r1jax.models import moe
+
 
 def reduce_metric(name: str, values: jax.Array, weights: jax.Array) -> jax.Array:
     """One metric over micro-batches (values, weights: float32[M]): extremes (`*_max`, `*_min`)
@@ -16,7 +18,8 @@ def reduce_metric(name: str, values: jax.Array, weights: jax.Array) -> jax.Array
         return values.max()
     if name.endswith("_min"):
         return values.min()
-    return (values * weights).sum() / weights.sum()
+    weights = weights.reshape(-1, *[1] * (values.ndim - 1))  # per-layer loads are [M, L, X]
+    return (values * weights).sum(axis=0) / weights.sum()
 
 
 def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
@@ -59,3 +62,26 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
     return state.replace(params=new_params, opt_state=new_opt_state,
                          updates=state.updates + 1), metrics
+
+
+def router_outputs(stats) -> dict:
+    """A loss function's MoE metrics: `moe.router_metrics` scalars and the expert loads
+    `balance_experts` reads ({} for a dense model)."""
+    if stats is None:
+        return {}
+    return {**moe.router_metrics(stats), "router/load": stats.load}
+
+
+def balance_experts(state, metrics: dict, rate: float):
+    """DeepSeek-V3's aux-loss-free balancing after an update: each MoE layer's routing bias moves
+    by `rate` towards even loads (`moe.update_score_bias`), from the update's mean expert loads
+    (metrics["router/load"], float32[L_moe, X], removed from the returned metrics). Dense models
+    and rate 0 leave the state as it is."""
+    metrics = dict(metrics)
+    load = metrics.pop("router/load", None)
+    mlp = state.params.get("layers", {}).get("mlp", {})
+    if load is None or rate == 0 or "score_bias" not in mlp:  # Qwen3-MoE routes without one
+        return state, metrics
+    mlp = {**mlp, "score_bias": moe.update_score_bias(mlp["score_bias"], load, rate)}
+    params = {**state.params, "layers": {**state.params["layers"], "mlp": mlp}}
+    return state.replace(params=params), metrics
