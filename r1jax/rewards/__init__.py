@@ -1,8 +1,8 @@
 """Rule rewards for R1-style RL, by name: `get(name, **params)`, `combine(specs, ...)`.
 
-Built-in: math_accuracy, countdown, format, format_soft, language_consistency, code, overlong
-(see registry.py for the signature every reward shares). `check_rewards_fit_data` refuses a
-config whose correctness reward cannot verify its data kind.
+Built-in: math_accuracy, countdown, format, format_soft, language_consistency, code, overlong,
+generative_judge (see registry.py for the signature every reward shares). `check_rewards_fit_data`
+refuses a config whose correctness reward cannot verify its data kind.
 """
 from r1jax.rewards.registry import (check_rewards_fit_data, combine, evaluate, get, metrics, names,
                                     register, score)

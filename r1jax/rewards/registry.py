@@ -38,6 +38,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "language_consistency": ("r1jax.rewards.language", "language_consistency"),
     "code": ("r1jax.rewards.code", "code"),
     "overlong": ("r1jax.rewards.length", "overlong"),
+    # A model as the verifier (loaded on first call): for prompts no rule can check.
+    "generative_judge": ("r1jax.rejection.judge", "generative_judge"),
 }
 _REGISTERED: dict[str, RewardFn] = {}
 # Correctness rewards -> the data kinds (r1jax.data.KINDS) whose answers they verify. On any other

@@ -179,7 +179,11 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
                 config, params, batch, lengths, jax.random.fold_in(rng, call),
                 max_new_tokens=longest, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
                 stop_tokens=stop_tokens, token_limits=limits, mesh=mesh, rules=rules)
-            out = sharding.all_rows(out)  # Every process gets every row.
+            # A mesh over several processes splits the rows among them: gather them all. A mesh of
+            # this process's devices (or none) holds them here already: each process samples its
+            # own prompts (rejection sampling), and a gather would mix in the other processes' rows.
+            out = (sharding.all_rows(out) if mesh is not None and mesh.is_multi_process
+                   else jax.tree.map(np.asarray, out))
             for row in range(len(indices) * n):
                 target = indices[row // n] * n + row % n
                 length = int(out.lengths[row])
