@@ -49,6 +49,11 @@ def validate(config):
         raise ValueError("model.path is empty: give a HF directory, .gguf file or r1jax workdir "
                          "(or model.preset for a random model)")
     prompts = sources.load_prompts(config)
+    kinds = {sources.is_reasoning(s.kind) for s in config.sources.values()}
+    if config.select.ratio and kinds != {True, False}:
+        raise ValueError(f"select.ratio={config.select.ratio} mixes reasoning (math, code) and general "
+                         "(chat) sources, but the sources are all of one group: add one of the other "
+                         "or set select.ratio=0 (no mix)")
     if not prompts:
         raise ValueError("the sources hold no prompts (quota 0 of an empty file?)")
     return prompts

@@ -19,6 +19,7 @@ filter, then the per-prompt limit ("per_prompt_limit").
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -107,8 +108,8 @@ class ShardRunner:
         """{item index: {reward: score}} with every source's rules, batched per (source, reward)."""
         scores = defaultdict(dict)
         by_source = defaultdict(list)
-        for k, (prompt, text, _, _) in enumerate(items):
-            by_source[prompt.source].append(k)
+        for k, item in enumerate(items):
+            by_source[item[0].source].append(k)
         for name, ks in by_source.items():
             source = self.config.sources[name]
             for reward in source.rules:
@@ -226,6 +227,9 @@ def run(config, prompts, runner: ShardRunner, workdir: str, process_index: int =
     all_shards = shards(len(prompts), config.output.shard_size)
     mine = [s for s in range(len(all_shards)) if s % process_count == process_index]
     todo = [s for s in mine if not is_done(workdir, s)]
+    for s in todo:  # Left by a process killed while writing: the shard is redone from scratch.
+        for stale in glob.glob(glob.escape(shard_path(workdir, s, "")) + "*.tmp.*"):
+            os.remove(stale)
     done_prompts = sum(len(all_shards[s]) for s in mine if s not in todo)
     samples = accepted = 0
     start = time.perf_counter()

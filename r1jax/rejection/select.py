@@ -45,13 +45,15 @@ def per_prompt(rows: Sequence[dict], config, prompt_id: str) -> tuple[list[int],
 
 
 def mix_sizes(reasoning: int, general: int, ratio: float, total: int) -> tuple[int, int]:
-    """(reasoning rows, general rows) of the mix: the largest at `ratio` : 1 that the accepted
-    rows and `total` allow. ratio 0: everything (or the first `total`, reasoning first)."""
+    """(reasoning rows, general rows) of the mix: the most general rows g such that g * ratio
+    reasoning rows exist and g * (1 + ratio) <= total, with floor(g * ratio) reasoning rows.
+    ratio 0: everything (or the first `total`, reasoning first)."""
     if ratio == 0:
         take = min(reasoning, total) if total else reasoning
         return take, (min(general, total - take) if total else general)
-    scale = min(reasoning / ratio, general, total / (ratio + 1) if total else math.inf)
-    return math.floor(scale * ratio + 1e-9), math.floor(scale + 1e-9)
+    eps = 1e-9  # 600 / 3 must give 200, not 199.99...
+    g = math.floor(min(reasoning / ratio, general, total / (ratio + 1) if total else math.inf) + eps)
+    return math.floor(g * ratio + eps), g
 
 
 def shares(sizes: dict[str, int], weights: dict[str, float], count: int) -> dict[str, int]:
