@@ -195,3 +195,18 @@ def test_a_workdir_of_another_config_is_refused(tmp_path):
     config.sampling.seed = 1
     with pytest.raises(ValueError, match="holds a run with another config"):
         rejection_sample.check_workdir(config, str(tmp_path / "w"), is_main=True)
+
+
+def test_sft_reads_the_accepted_rows(tmp_path, smollm2_gguf):
+    from configs import rejection_sft
+    from r1jax.train import prompts as train_prompts, sft
+    run(make_config(tmp_path), tmp_path / "out")
+    config = rejection_sft.get_config(f"tiny,{tmp_path / 'out'}")
+    source = train_prompts.open_split(config.data, config.data.train_split)
+    examples = sft.build_examples(config.data, config.sft, smollm2_gguf[1], config.data.train_split)
+    mixed = read(tmp_path / "out" / merge.ACCEPTED)
+    assert len(source) == len(examples) == len(mixed) == 16
+    # Only the assistant's reply is trained on: its text is what the trained tokens decode to.
+    trained = [t for t, w in zip(examples[0].ids, examples[0].trained) if w]
+    assert smollm2_gguf[1].decode(trained, skip_special_tokens=True).strip() == \
+        source[0]["messages"][-1]["content"].strip()
