@@ -58,8 +58,10 @@ def addition(**values) -> ml_collections.ConfigDict:
 def cpu() -> ml_collections.ConfigDict:
     config = base()
     config.model.path = common.smollm2_path()
-    config.sampling.update(n=8)
-    config.sources.addition = addition(quota=400)
+    # At temperature 1.0 the base model gets about 4% of these sums right (22% greedy): 0.7 with
+    # top-p 0.95 keeps diverse samples and gives the SFT set more right answers.
+    config.sampling.update(n=8, temperature=0.7, top_p=0.95)
+    config.sources.addition = addition(quota=300)
     config.sources.gsm8k = sources.source_config(
         kind="math", input=common.shared_data("gsm8k/train.jsonl"), quota=24, template="chat",
         rules={"math_accuracy": 1.0}, judge=True, skip_filters=("format",), n=4, max_new_tokens=200)
