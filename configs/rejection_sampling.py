@@ -34,8 +34,8 @@ def base() -> ml_collections.ConfigDict:
     config.stage = "rejection"
     config.model = common.model_config()
     config.mesh = common.mesh_config()
-    config.sampling = ml_collections.ConfigDict(dict(
-        n=4, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=256, batch_size=64, seed=0))
+    config.sampling = common.sampling_config(temperature=1.0)
+    config.sampling.update(n=4, max_new_tokens=256, batch_size=64, seed=0)
     config.sources = ml_collections.ConfigDict()
     config.filters = filters.default_config()
     config.judge = ml_collections.ConfigDict(dict(
@@ -115,10 +115,7 @@ VARIANTS = {"cpu": cpu, "tiny": tiny, "qwen2_5_7b": qwen2_5_7b}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    variant = arg or "cpu"
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown rejection_sampling variant {variant!r}; choose one of: (empty), "
-                         f"{', '.join(VARIANTS)}")
+    variant = common.variant_name(arg, VARIANTS, stage="rejection_sampling")
     config = VARIANTS[variant]()
     config.variant = variant
     return config

@@ -14,14 +14,12 @@ tiny (random 2-layer model), qwen2_5_7b (after its :qwen2_5_7b variant).
 """
 import os
 
-from configs import cold_start_sft
+from configs import cold_start_sft, common
 
 
 def get_config(arg: str = "") -> object:
     variant, _, rejection_dir = arg.partition(",")
-    variant = variant or "cpu"
-    if variant not in ("cpu", "tiny", "qwen2_5_7b"):
-        raise ValueError(f"unknown rejection_sft variant {variant!r}; choose one of: cpu, tiny, qwen2_5_7b")
+    variant = common.variant_name(variant, {"cpu", "tiny", "qwen2_5_7b"}, stage="rejection_sft")
     rejection_dir = rejection_dir or "workdirs/rejection"
     config = cold_start_sft.get_config("qwen2_5_1_5b" if variant == "qwen2_5_7b" else variant)
     config.data.update(kind="chat", name="accepted", input=os.path.join(rejection_dir, "accepted.jsonl"),

@@ -77,9 +77,9 @@ def check_workdir(config, workdir: str, is_main: bool):
 def load_model(model_config):
     """(ModelConfig, params (numpy or None: initialise), tokenizer, checkpoint step)."""
     from launch import evaluate
-    from r1jax.train import loop
+    from r1jax import models
     if not model_config.path:
-        config, params, tokenizer = loop.load_policy(model_config)
+        config, params, tokenizer = models.load_policy(model_config)
         return config, params, tokenizer, None
     config, params, tokenizer, step = evaluate.load_model(model_config.path, model_config.tokenizer or None)
     config = config.replace(dtype=model_config.dtype)
@@ -93,8 +93,8 @@ def local_mesh(config):
     import jax
 
     from r1jax import sharding
-    from r1jax.train import state
-    shape = state.resolve_mesh_shape(config.mesh.shape, jax.local_device_count())
+    from r1jax.train import run
+    shape = run.resolve_mesh_shape(config.mesh.shape, jax.local_device_count())
     rules = tuple(tuple(r) for r in config.mesh.rules) or sharding.DEFAULT_RULES
     return sharding.make_mesh(shape, jax.local_devices()), rules
 

@@ -199,10 +199,11 @@ def test_a_workdir_of_another_config_is_refused(tmp_path):
 
 def test_sft_reads_the_accepted_rows(tmp_path, smollm2_gguf):
     from configs import rejection_sft
-    from r1jax.train import prompts as train_prompts, sft
+    from r1jax.data import splits
+    from r1jax.train import sft
     run(make_config(tmp_path), tmp_path / "out")
     config = rejection_sft.get_config(f"tiny,{tmp_path / 'out'}")
-    source = train_prompts.open_split(config.data, config.data.train_split)
+    source = splits.open_split(config.data, config.data.train_split)
     examples = sft.build_examples(config.data, config.sft, smollm2_gguf[1], config.data.train_split)
     mixed = read(tmp_path / "out" / merge.ACCEPTED)
     assert len(source) == len(examples) == len(mixed) == 16

@@ -117,13 +117,13 @@ def model_completer(model_config, params, tokenizer, *, max_new_tokens: int, bat
                     mesh=None, rules=None) -> Callable[[list[str]], list[str]]:
     """complete(user messages) -> replies: greedy, in the model's chat template, through
     r1jax.sampling.generate (the policy's sampler)."""
-    from r1jax import sampling  # JAX only when a model judges.
-    from r1jax.eval import evaluate
+    from r1jax import models, sampling  # JAX only when a model judges.
+    from r1jax.data import pipeline
 
     def complete(messages: list[str]) -> list[str]:
-        ids = [evaluate.model_input(tokenizer, "chat", m)[1] for m in messages]
+        ids = [pipeline.encode_prompt(tokenizer, "chat", m)[1] for m in messages]
         out = sampling.generate(model_config, params, ids, max_new_tokens=max_new_tokens,
-                                temperature=0.0, stop_tokens=evaluate.stop_tokens(tokenizer),
+                                temperature=0.0, stop_tokens=models.stop_tokens(tokenizer),
                                 batch_size=batch_size, mesh=mesh, rules=rules)
         # A reply cut by the budget keeps no end token: it ends where it was cut, and parses as
         # an error unless the verdict had already closed it.

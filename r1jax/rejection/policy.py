@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from r1jax import sampling
-from r1jax.eval import evaluate
+from r1jax import models, sampling
+from r1jax.data import pipeline
+from r1jax.sampling import strategies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ModelPolicy:
 
     Attributes:
       model_config, params, tokenizer: the model.
-      sampling: config.sampling (temperature, top_k, top_p, batch_size).
+      sampling: config.sampling (temperature, top_k, top_p: None is off; batch_size).
       mesh, rules: this process's mesh (its own devices: processes never wait for each other).
       name, step: what the provenance calls the model, and its checkpoint step (None: none).
     """
@@ -45,7 +46,7 @@ class ModelPolicy:
 
     def render(self, template: str, system: str | None, question: str) -> tuple[str, list[int]]:
         """(prompt text, token ids), exactly as evaluation and training render them."""
-        return evaluate.model_input(self.tokenizer, template, question, system)
+        return pipeline.encode_prompt(self.tokenizer, template, question, system)
 
     def num_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -53,13 +54,12 @@ class ModelPolicy:
     def sample(self, prompts: list[list[int]], *, n: int, max_new_tokens: int,
                seed: int) -> list[list[Sample]]:
         """n samples for each prompt (token-id lists), prompt-major; `seed` fixes them."""
-        s = self.sampling
+        strategy = strategies.from_config(self.sampling)
         out = sampling.generate(
             self.model_config, self.params, prompts, max_new_tokens=max_new_tokens,
-            temperature=s.temperature, top_k=s.top_k or None,
-            top_p=s.top_p if s.top_p < 1.0 else None, n=n,
-            stop_tokens=evaluate.stop_tokens(self.tokenizer), seed=seed, batch_size=s.batch_size,
-            mesh=self.mesh, rules=self.rules)
+            temperature=strategy.temperature, top_k=strategy.top_k, top_p=strategy.top_p, n=n,
+            stop_tokens=models.stop_tokens(self.tokenizer), seed=seed,
+            batch_size=self.sampling.batch_size, mesh=self.mesh, rules=self.rules)
         flat = [Sample(self.tokenizer.decode(t, skip_special_tokens=True), len(t), reason)
                 for t, reason in zip(out.tokens, out.finish_reasons)]
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
