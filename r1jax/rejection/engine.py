@@ -148,7 +148,10 @@ class ShardRunner:
         for k, (prompt, sample, text, j) in enumerate(items):
             row, failed = self._check(prompt, sample, text, j, rule_scores.get(k, {}), verdicts.get(k),
                                       stats[prompt.source])
-            (rejected if failed else passing[prompt.id]).append((row, failed) if failed else row)
+            if failed:
+                rejected.append((row, failed))
+            else:
+                passing[prompt.id].append(row)
         for prompt in prompts:
             stats[prompt.source]["prompts"] += 1
             source = self.config.sources[prompt.source]
@@ -156,7 +159,10 @@ class ShardRunner:
             unique = []
             for row in passing[prompt.id]:
                 reason = dedup.reason(row["messages"][-1]["content"])
-                (rejected.append((row, [reason])) if reason else unique.append(row))
+                if reason:
+                    rejected.append((row, [reason]))
+                else:
+                    unique.append(row)
             kept, left_out = select.per_prompt(unique, self.config.select, prompt.id)
             accepted.extend(unique[i] for i in kept)
             rejected.extend((unique[i], ["per_prompt_limit"]) for i in left_out)
@@ -183,9 +189,11 @@ class ShardRunner:
             stats["judge"]["judged"] += 1
             stats["judge"]["errors"] += verdict.error is not None
             scores["judge"] = verdict.score
-            if verdict.error is None and source.rules:
+            if verdict.error is None and source.rules:  # The judge against the rules.
                 stats["judge"]["compared"] += 1
                 stats["judge"]["agreed"] += verdict.accepted == (not failed)
+                stats["judge"][f"judge_{'accepts' if verdict.accepted else 'rejects'}_"
+                               f"rules_{'fail' if failed else 'pass'}"] += 1
             if not verdict.accepted:
                 failed.append("judge_error" if verdict.error else "judge_rejected")
         filter_scores, filter_failed = filters.check(

@@ -5,7 +5,8 @@
   rejected_sample.jsonl  up to `output.rejected_per_reason` rejected rows per (source, reason).
   stats.json             per source: prompts, samples, accepted (after selection), in_mix,
                          rejected {reason: count}, tokens, judge {judged, errors, compared,
-                         agreed, agreement}, and its share of the time; plus "timing" for the run.
+                         agreed, agreement, and the four judge_accepts|rejects_rules_pass|fail
+                         counts}, and its share of the time; plus "timing" for the run.
 
 Everything but the timing entries is a function of the shards' rows, so a resumed run's files
 equal an uninterrupted run's.
