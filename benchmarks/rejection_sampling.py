@@ -4,7 +4,8 @@
 
 Runs `python -m launch.rejection_sample --config=configs/rejection_sampling.py --workdir=DIR` (a
 finished DIR is only merged again: its shards keep the timings recorded when they ran) and reads
-DIR/stats.json: samples/s and accepted samples/s over the shards' summed seconds, and the
+DIR/stats.json: samples/s and accepted samples/s (the policy's samples; reused responses cost
+no sampling) over the shards' summed seconds, and the
 sampler's share of that time (policy sampling; the judge's sampling is reported apart). The
 ratio printed is accepted samples/s over samples/s: the share of the sampling that ends up as
 training data.
@@ -68,8 +69,10 @@ def main():
     with open(os.path.join(args.workdir, "stats.json")) as f:
         stats = json.load(f)
     timing = stats["timing"]
-    samples = sum(s["samples"] for s in stats["sources"].values())
-    accepted = sum(s["accepted"] for s in stats["sources"].values())
+    config = rejection_sampling.get_config("")
+    sampled = [n for n, s in config.sources.items() if s.responses == "sample"]
+    samples = sum(stats["sources"][n]["samples"] for n in sampled)  # The policy's; not reused rows.
+    accepted = sum(stats["sources"][n]["accepted"] for n in sampled)
     result = {
         "machine": host.cpu_name(), "cpus": os.cpu_count(), "config": "configs/rejection_sampling.py (cpu)",
         "samples": samples, "accepted": accepted, "in_mix": stats["mix"]["total"],

@@ -179,7 +179,7 @@ class ShardRunner:
         source = self.config.sources[prompt.source]
         stats["samples"] += 1
         stats["tokens"] += sample.num_tokens
-        failed = []
+        failed, judge_reply = [], None
         for reward, threshold in source.rules.items():
             score = rule_scores[reward]
             if math.isnan(score) or score < threshold:
@@ -189,6 +189,7 @@ class ShardRunner:
             stats["judge"]["judged"] += 1
             stats["judge"]["errors"] += verdict.error is not None
             scores["judge"] = verdict.score
+            judge_reply = verdict.reply
             if verdict.error is None and source.rules:  # The judge against the rules.
                 stats["judge"]["compared"] += 1
                 stats["judge"]["agreed"] += verdict.accepted == (not failed)
@@ -206,7 +207,7 @@ class ShardRunner:
                       "model": self.policy.name, "checkpoint_step": self.policy.step,
                       "seed": self.config.sampling.seed, "num_tokens": sample.num_tokens,
                       "finish_reason": sample.finish_reason, "reference": prompt.reference,
-                      "scores": scores}
+                      "scores": scores, **({"judge_reply": judge_reply} if verdict is not None else {})}
         return {"messages": messages, "provenance": provenance}, failed + filter_failed
 
     @staticmethod

@@ -61,19 +61,22 @@ def merge(config, workdir: str, num_prompts: int) -> dict:
         with open(engine.shard_path(workdir, s, "stats.json")) as f:
             stats = json.load(f)
         timing.update(stats["timing"])
-        tokens = sum(v["tokens"] for v in stats["sources"].values()) or 1
+        # The shard's time, shared among its sampled sources by their tokens (reused responses
+        # cost no sampling).
+        sampled = {n: p["tokens"] for n, p in stats["sources"].items()
+                   if config.sources[n].responses == "sample"}
         for name, part in stats["sources"].items():
             _add(totals[name], part)
-            # The shard's time, shared among its sources by their tokens.
-            seconds[name] += stats["timing"]["seconds"] * part["tokens"] / tokens
+            seconds[name] += stats["timing"]["seconds"] * sampled.get(name, 0) / (sum(sampled.values()) or 1)
     reasoning = {n for n, s in config.sources.items() if sources.is_reasoning(s.kind)}
     weights = {n: s.weight for n, s in config.sources.items()}
     mixed, taken = select.mix(dict(rows_by_source), reasoning, weights, config.select)
     engine.write_atomically(os.path.join(workdir, ACCEPTED), engine.jsonl(mixed))
     engine.write_atomically(os.path.join(workdir, REJECTED_SAMPLE), engine.jsonl(
         row for key in sorted(samples_by_reason) for row in samples_by_reason[key]))
-    samples = sum(t["samples"] for t in totals.values())
-    accepted = sum(t["accepted"] for t in totals.values())
+    sampling = [t for n, t in totals.items() if config.sources[n].responses == "sample"]
+    samples = sum(t["samples"] for t in sampling)  # Of the policy: reused responses are free.
+    accepted = sum(t["accepted"] for t in sampling)
     run_seconds = timing["seconds"]
     out = {"sources": {name: _source_stats(totals[name], taken.get(name, 0), seconds[name])
                        for name in sorted(totals)},
