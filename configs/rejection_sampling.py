@@ -50,8 +50,10 @@ def addition(**values) -> ml_collections.ConfigDict:
     """2-digit addition as configs/r1_zero.py's default generates it (same seed: same test split)."""
     task = dict(task="arithmetic", num=5000, num_test=200, seed=0, operations="+", digits=2)
     task.update(values.pop("generate", {}))
+    # The prompt asks for a bare number, so the last number is the answer (as configs/r1_zero.py).
     return sources.source_config(
         kind="math", generate=task, template=ADDITION_TEMPLATE, rules={"math_accuracy": 1.0},
+        rules_params={"math_accuracy": {"sources": ("answer", "boxed", "last_number")}},
         skip_filters=("language", "format"), max_new_tokens=16, **values)
 
 
