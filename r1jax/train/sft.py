@@ -106,9 +106,9 @@ def _packed(config, tokenizer, split):
 def held_out_loss(run, params, rows: Batch | None, loss_sums) -> dict:
     """{"eval_loss": token-mean cross-entropy over the first sft.eval_rows held-out rows}."""
     sc = run.config.sft
-    if rows is None:
+    n = 0 if rows is None else min(sc.eval_rows, rows.num_rows) // sc.batch_size * sc.batch_size
+    if n == 0:  # no held-out split, or fewer packed rows than one batch
         return {}
-    n = min(sc.eval_rows, rows.num_rows) // sc.batch_size * sc.batch_size
     local = sc.batch_size // jax.process_count()  # each process feeds its own rows
     offset = jax.process_index() * local
     sums = [np.asarray(loss_sums(params, run_lib.global_batch(
@@ -124,6 +124,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rows, pack_stats = _packed(config, run.tokenizer, config.data.train_split)
     held_out_rows = (_packed(config, run.tokenizer, config.data.eval_split)[0]
                      if sc.eval_rows else None)
+    if held_out_rows is not None and held_out_rows.num_rows < sc.batch_size:
+        log.warning("The %s split packs into %d rows, fewer than sft.batch_size=%d: no eval_loss.",
+                    config.data.eval_split, held_out_rows.num_rows, sc.batch_size)
     iterator = data.BatchIterator(
         list(range(rows.num_rows)), global_batch_size=sc.batch_size, seed=config.data.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
