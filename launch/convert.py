@@ -9,19 +9,23 @@ AutoModelForCausalLM/AutoTokenizer and with r1jax.models.load_pretrained/load_to
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
+from launch import cli
 from r1jax.models import convert
 from r1jax.models.tokenizer import load_tokenizer
 
-_INPUT = flags.DEFINE_string("input", None, "A .gguf file or a Hugging Face model directory.",
-                             required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write the Hugging Face model to.",
-                              required=True)
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Dtype of the written weights.")
-_MAX_SHARD_GB = flags.DEFINE_float("max_shard_gb", convert.MAX_SHARD_BYTES / 1024**3,
-                                   "Weights larger than this are split into indexed shards.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("input", None, "A .gguf file or a Hugging Face model directory.",
+                        required=True)
+    flags.DEFINE_string("output", None, "Directory to write the Hugging Face model to.",
+                        required=True)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Dtype of the written weights.")
+    flags.DEFINE_float("max_shard_gb", convert.MAX_SHARD_BYTES / 1024**3,
+                       "Weights larger than this are split into indexed shards.")
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -36,16 +40,16 @@ def has_tokenizer(path: str) -> bool:
 def main(argv):
     del argv
     start = time.perf_counter()
-    config, params = convert.load_pretrained_numpy(_INPUT.value, param_dtype=_DTYPE.value)
-    tokenizer = load_tokenizer(_INPUT.value) if has_tokenizer(_INPUT.value) else None
-    convert.save_pretrained(config, params, _OUTPUT.value, tokenizer=tokenizer,
-                            max_shard_bytes=int(_MAX_SHARD_GB.value * 1024**3))
+    config, params = convert.load_pretrained_numpy(FLAGS.input, param_dtype=FLAGS.dtype)
+    tokenizer = load_tokenizer(FLAGS.input) if has_tokenizer(FLAGS.input) else None
+    convert.save_pretrained(config, params, FLAGS.output, tokenizer=tokenizer,
+                            max_shard_bytes=int(FLAGS.max_shard_gb * 1024**3))
     tokenizer_note = "included" if tokenizer is not None else "absent"
     print(f"{convert.HF_ARCHITECTURES[config.architecture]}: {config.num_params / 1e6:.2f}M "
-          f"parameters ({config.num_layers} layers, d={config.embed_dim}) in {_DTYPE.value}, "
-          f"tokenizer {tokenizer_note}; wrote {_OUTPUT.value} in "
+          f"parameters ({config.num_layers} layers, d={config.embed_dim}) in {FLAGS.dtype}, "
+          f"tokenizer {tokenizer_note}; wrote {FLAGS.output} in "
           f"{time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, define_flags)

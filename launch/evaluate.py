@@ -16,12 +16,13 @@ prints the metrics as a table.
 """
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
 from r1jax import checkpoint, models, rewards
+from r1jax.errors import UserError
 from r1jax.data import builders, jsonl
 from r1jax.eval import evaluate as evaluation
 
@@ -132,13 +133,10 @@ def main(argv):
     del argv
     config = FLAGS.config
     if config is None:
-        sys.exit("error: pass --config=configs/eval.py:<variant> (greedy, r1 or tiny)")
-    try:
-        # The data first: a bad file should not cost a model load.
-        problems = load_problems(FLAGS.data, config.reward, FLAGS.data_dir, FLAGS.split)
-        model_config, params, tokenizer, step = load_model(FLAGS.model, FLAGS.tokenizer)
-    except (ValueError, OSError) as e:  # The user's paths or files: the message says what and where.
-        sys.exit(f"error: {e}")
+        raise UserError("pass --config=configs/eval.py:<variant> (greedy, r1 or tiny)")
+    # The data first: a bad file should not cost a model load.
+    problems = load_problems(FLAGS.data, config.reward, FLAGS.data_dir, FLAGS.split)
+    model_config, params, tokenizer, step = load_model(FLAGS.model, FLAGS.tokenizer)
     summary, per_problem = evaluation.evaluate_with_config(model_config, params, tokenizer, problems, config)
     summary = {**summary, "model": FLAGS.model, "checkpoint_step": step, "data": FLAGS.data,
                "config": config.to_dict()}
@@ -148,5 +146,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -24,6 +24,7 @@ import sys
 import tqdm
 from absl import app, flags
 
+from launch import cli
 from r1jax import data, models, sampling
 from r1jax.data import templates
 
@@ -132,5 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -28,14 +28,19 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
 from typing import Any, Optional
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
+
+from launch import cli
+from r1jax.errors import UserError
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,21 +60,78 @@ class Trial:
 
 # ------------------------------------------------------------------------- the sweep file
 
+SWEEP_FUNCTION = "get_sweep"
+EXAMPLE = "configs/sweeps/r1_zero_tiny.py"
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def load_sweep(spec: str) -> list[dict]:
-    """Calls get_sweep(arg) of the file in "path/to/sweep.py[:arg]"."""
+    """Calls get_sweep(arg) of the file in "path/to/sweep.py[:arg]" and checks what it returns.
+
+    Raises:
+      FileNotFoundError: no such file.
+      UserError: the file does not load, has no get_sweep, or get_sweep fails or returns
+        something other than a non-empty list of {dotted.key: value} dicts (see check_trials).
+    """
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--sweep={spec!r}: no file {path!r}.")
-    module_spec = importlib.util.spec_from_file_location("r1jax_sweep_file", path)
+    module = _load_module(path)
+    function = getattr(module, SWEEP_FUNCTION, None)
+    if not callable(function):
+        raise UserError(f"--sweep={spec}: {path} is not a sweep file: it defines no "
+                        f"{SWEEP_FUNCTION}(arg) function returning the trials (see {EXAMPLE}).")
+    try:
+        trials = function(arg)
+    except Exception as e:  # The user's code: report it as their file's failure.
+        raise UserError(f"--sweep={spec}: {SWEEP_FUNCTION}({arg!r}) of {path} failed: "
+                        f"{type(e).__name__}: {e}") from e
+    problem = check_trials(trials)
+    if problem:
+        raise UserError(f"--sweep={spec}: {SWEEP_FUNCTION}({arg!r}) of {path} must return a "
+                        f"non-empty list of {{dotted.config.key: value}} dicts, one per trial; "
+                        f"{problem}")
+    return list(trials)
+
+
+def _load_module(path: str):
+    """The file's module. Registered in sys.modules while it runs: dataclasses (and pickling)
+    look their module up there, and fail on one that is not."""
+    name = f"r1jax_sweep_file_{abs(hash(os.path.abspath(path)))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise AttributeError(f"{path} defines no get_sweep(arg) function.")
-    trials = module.get_sweep(arg)
-    if not trials or not all(isinstance(t, dict) for t in trials):
-        raise ValueError(f"{path}: get_sweep({arg!r}) must return a non-empty list of dicts, "
-                         f"got {trials!r}.")
-    return trials
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise UserError(f"--sweep={path}: the file does not load: {type(e).__name__}: {e}") from e
+    finally:
+        del sys.modules[name]
+    return module
+
+
+def check_trials(trials: Any) -> Optional[str]:
+    """What is wrong with a sweep file's trials, or None (their keys are checked against the
+    config by make_trials)."""
+    if not isinstance(trials, (list, tuple)):
+        return f"got a {type(trials).__name__}: {_short(trials)}"
+    if not trials:
+        return "got an empty list"
+    for i, trial in enumerate(trials):
+        if not isinstance(trial, dict):
+            return f"trial {i} is a {type(trial).__name__}: {_short(trial)}"
+        for key, value in trial.items():
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                return f"trial {i} has the key {key!r}, not a dotted config key like 'rl.beta'"
+            if isinstance(value, dict):
+                return (f"trial {i} has a dict under {key!r}: write its entries as dotted keys "
+                        f"('{key}.name': value)")
+    return None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ------------------------------------------------------------------------- trials
@@ -92,25 +154,44 @@ def trial_name(overrides: dict) -> str:
     return text.replace(os.sep, "_") or "default"
 
 
-def apply_overrides(config, overrides: dict, name: str):
-    """A copy of config with the overrides, failing (naming the trial) on unknown keys or types."""
+def unknown_key(config, key: str) -> Optional[str]:
+    """Why the dotted `key` is not in config (naming the keys there are), or None."""
+    node, path = config, []
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            where = ".".join(path) or "the config"
+            known = ", ".join(node.keys()) if isinstance(node, ml_collections.ConfigDict) else ""
+            return (f"unknown config key {key!r}; {where} has: {known}" if known
+                    else f"unknown config key {key!r}; {where} is a value, not a group")
+        node, path = node[part], path + [part]
+    return None
+
+
+def apply_overrides(config, overrides: dict, label: str):
+    """A copy of config with the overrides, failing (naming the trial, `label`) on unknown keys
+    or types."""
+    problem = next(filter(None, (unknown_key(config, key) for key in overrides)), None)
+    if problem:
+        raise ValueError(f"Trial {label}: {problem}")
     config = copy.deepcopy(config)
     config.lock()  # What launch/train.py does: an unknown key is an error, not a new field.
     try:
         config.update_from_flattened_dict(overrides)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"Trial {name!r}: {e}") from e
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # Not repr's quotes.
+        raise ValueError(f"Trial {label}: {message}") from e
     return config
 
 
 def make_trials(config, config_spec: str, base: dict, sweep: list[dict], workdir: str,
-                python: str = sys.executable) -> list[Trial]:
-    """One Trial per sweep entry; base (the sweep's own --config.k=v) applies to all."""
+                python: str = sys.executable, source: str = "the sweep") -> list[Trial]:
+    """One Trial per sweep entry; base (the sweep's own --config.k=v) applies to all. `source`
+    (the sweep file) names where a trial with a bad key or value comes from."""
     trials = []
     for overrides in sweep:
         name = trial_name(overrides)
         merged = {**base, **overrides}
-        trial_config = apply_overrides(config, merged, name)
+        trial_config = apply_overrides(config, merged, f"{name!r} of {source}")
         directory = os.path.join(workdir, name)
         command = [python, "-m", "launch.train", f"--config={config_spec}",
                    f"--workdir={directory}"]
@@ -246,7 +327,7 @@ def main(argv):
     config_flag = FLAGS["config"]
     trials = make_trials(FLAGS.config, config_flags.get_config_filename(config_flag),
                          config_flags.get_override_values(config_flag), load_sweep(FLAGS.sweep),
-                         FLAGS.workdir)
+                         FLAGS.workdir, source=FLAGS.sweep.partition(":")[0])
     statuses = {}
     for i, trial in enumerate(trials, 1):
         done = is_finished(trial.workdir, trial.num_steps)
@@ -275,5 +356,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

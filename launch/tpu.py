@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from launch import cli
 
 MODES = ("tpu", "gpu", "slurm")
 # Double quotes: the setup is itself single-quoted inside the ssh commands.
@@ -265,10 +267,7 @@ def execute(steps: list[Step]):
 
 
 def main(argv):
-    try:
-        run(extra=argv[1:])  # what follows `--`, for launch/train.py
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e  # a flag error: the message, not a traceback
+    run(extra=argv[1:])  # what follows `--`, for launch/train.py
 
 
 def run(extra: list[str]):
@@ -303,5 +302,4 @@ def run(extra: list[str]):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

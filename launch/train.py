@@ -8,17 +8,21 @@ DIR/samples.jsonl.
 """
 import logging
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from launch import cli
 from r1jax import distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file[:variant].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
-flags.mark_flags_as_required(["config", "workdir"])
-
+FLAGS = flags.FLAGS
 STAGES = ("grpo", "sft")
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "A configs/*.py file[:variant].",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -27,15 +31,15 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("r1jax").setLevel(logging.INFO)
     distributed.maybe_initialize()  # Before any other JAX call: pods and multi-host GPU jobs.
-    config = _CONFIG.value
+    config = FLAGS.config
     if config.stage not in STAGES:
         raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}.")
     if config.stage == "grpo":
         from r1jax.train import grpo as trainer
     else:
         from r1jax.train import sft as trainer
-    trainer.train(config, _WORKDIR.value)
+    trainer.train(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, define_flags)
