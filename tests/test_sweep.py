@@ -15,6 +15,7 @@ from tensorboardX.proto import event_pb2
 from configs import r1_zero
 from configs.sweeps import grid, log_uniform, random_search, round_significant
 from launch import sweep
+from r1jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY_SWEEP = "configs/sweeps/r1_zero_tiny.py"
@@ -52,6 +53,44 @@ def test_sweep_files_load_with_their_argument():
         sweep.load_sweep("configs/sweeps/missing.py")
 
 
+def test_a_file_that_is_not_a_sweep_is_refused_by_name():
+    """configs/sweeps/__init__.py (helpers, a dataclass) loads, and is named as not a sweep."""
+    with pytest.raises(UserError, match=r"configs/sweeps/__init__.py is not a sweep file: it "
+                       r"defines no get_sweep\(arg\)"):
+        sweep.load_sweep("configs/sweeps/__init__.py")
+
+
+@pytest.mark.parametrize("body, fault", [
+    ("def get_sweep(arg):\n    return {'rl.beta': 0.1}", "got a dict: {'rl.beta': 0.1}"),
+    ("def get_sweep(arg):\n    return []", "got an empty list"),
+    ("def get_sweep(arg):\n    return [{'rl.beta': 0.1}, 3]", "trial 1 is a int: 3"),
+    ("def get_sweep(arg):\n    return [{'rl': {'beta': 0.1}}]",
+     "trial 0 has a dict under 'rl': write its entries as dotted keys"),
+    ("def get_sweep(arg):\n    return [{'rl beta': 0.1}]",
+     "trial 0 has the key 'rl beta', not a dotted config key"),
+    ("def get_sweep(arg):\n    return [{'rl.beta': 1 / int(arg)}]",
+     "get_sweep('0') of {path} failed: ZeroDivisionError"),
+    ("get_sweep = [{'rl.beta': 0.1}]", "{path} is not a sweep file"),
+    ("def get_sweep(arg) return []", "{path}: the file does not load: SyntaxError"),
+])
+def test_a_sweep_file_returning_anything_but_trials_is_refused_naming_file_and_fault(
+        tmp_path, body, fault):
+    path = tmp_path / "my_sweep.py"
+    path.write_text(body + "\n")
+    with pytest.raises(UserError) as error:
+        sweep.load_sweep(f"{path}:0")
+    assert fault.replace("{path}", str(path)) in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_sweep_file_may_define_dataclasses(tmp_path):
+    """Dataclasses look their module up in sys.modules while the file runs."""
+    path = tmp_path / "with_dataclass.py"
+    path.write_text("from __future__ import annotations\nimport dataclasses\n\n"
+                    "@dataclasses.dataclass\nclass Point:\n    beta: float\n\n"
+                    "def get_sweep(arg):\n    return [{'rl.beta': Point(0.5).beta}]\n")
+    assert sweep.load_sweep(str(path)) == [{"rl.beta": 0.5}]
+
+
 # ------------------------------------------------------------------------- names and commands
 
 def test_trial_names_are_short_readable_and_unambiguous():
@@ -87,8 +126,15 @@ def test_commands_carry_the_sweep_wide_and_the_trial_overrides(tmp_path):
 
 
 def test_bad_overrides_fail_before_anything_runs(tmp_path):
-    with pytest.raises(ValueError, match="Trial 'bogus=1'.*bogus"):
+    with pytest.raises(ValueError, match="Trial 'bogus=1' of the sweep: unknown config key "
+                       "'rl.bogus'; rl has: .*beta"):
         tiny_trials(tmp_path, [{"rl.bogus": 1}])
+    with pytest.raises(ValueError, match="of my_sweep.py: unknown config key 'nope.beta'; the "
+                       "config has: .*optimizer"):
+        sweep.make_trials(r1_zero.get_config("tiny"), "configs/r1_zero.py:tiny", {},
+                          [{"nope.beta": 1}], str(tmp_path), source="my_sweep.py")
+    with pytest.raises(ValueError, match="'rl.beta.x'; rl.beta is a value, not a group"):
+        tiny_trials(tmp_path, [{"rl.beta.x": 1}])
     with pytest.raises(ValueError, match="beta"):
         tiny_trials(tmp_path, [{"rl.beta": "high"}])
     with pytest.raises(ValueError, match="share a workdir"):
