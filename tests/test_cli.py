@@ -78,7 +78,7 @@ def test_verbose_shows_the_traceback(binary, tmp_path):
 @pytest.mark.parametrize("args, line", [
     (["--config=configs/r1_zero.py:nope", "--workdir=w"],
      "error: flag --config=configs/r1_zero.py:nope: Error whilst parsing config file: ValueError: "
-     "Unknown r1_zero variant 'nope'"),
+     "unknown r1_zero config variant 'nope'"),
     (["--config=configs/r1_zero.py:tiny", "--workdir=w", "--config.rl.group_size=4"],
      "error: in the flags, AttributeError: \"'group_size'\""),
     (["--config=configs/r1_zero.py:tiny"],
