@@ -18,10 +18,11 @@ its own shards on a mesh of its own devices; process 0 writes the merged view at
 import json
 import logging
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from launch import cli
 
 FLAGS = flags.FLAGS
 CONFIG_FILE = "config.json"
@@ -150,11 +151,8 @@ def main(argv):
 
     from r1jax.rejection import engine, merge
     config, workdir = FLAGS.config, FLAGS.workdir
-    try:
-        prompts = validate(config)
-        check_workdir(config, workdir, distributed.is_main_process())
-    except (ValueError, OSError) as e:  # The user's config or files: the message names them.
-        sys.exit(f"error: {e}")
+    prompts = validate(config)
+    check_workdir(config, workdir, distributed.is_main_process())
     mesh, rules = local_mesh(config)
     runner = build_runner(config, mesh, rules)
     engine.run(config, prompts, runner, workdir, jax.process_index(), jax.process_count(),
@@ -169,5 +167,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

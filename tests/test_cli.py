@@ -46,6 +46,9 @@ BAD_INPUTS = {
                "--workdir={tmp}/s"],
               "error: --sweep=configs/sweeps/__init__.py: configs/sweeps/__init__.py is not a "
               "sweep file"),
+    "rejection_sample": (["--config=configs/rejection_sampling.py:tiny", "--workdir={tmp}/w",
+                          "--config.sources.addition.kind=poetry"],
+                         "error: sources.addition.kind='poetry': expected one of"),
     "tpu": (["--config=configs/r1_zero.py", "--workdir={tmp}/w"],
             "error: --mode=tpu needs --tpu_name."),
 }
