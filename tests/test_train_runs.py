@@ -2,6 +2,7 @@
 the same result as an uninterrupted run, fitting a small data set, and errors named at start-up."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from configs import cold_start_sft
 from launch import evaluate as evaluate_launcher
 from r1jax import checkpoint
 from r1jax.train import sft
+from tests.test_checkpoint import flip_bytes, params_data_file, truncate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +70,30 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
     assert _without_timings(_metrics(killed)) == _without_timings(rows)
+
+
+@pytest.mark.parametrize("damage", [flip_bytes, truncate, os.remove])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_one_before(
+        tmp_path, damage):
+    """The SFT tiny run (6 steps, checkpoints at 3 and 6) rerun after its step-6 params were
+    damaged: step 6 moves to checkpoints/corrupt-6/, steps 4-6 are redone from step 3, and the
+    run ends where the undamaged one did (same params, same metrics)."""
+    env = _env(tmp_path / "data")
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    config = "configs/cold_start_sft.py:tiny"
+    subprocess.run(_command(config, straight), cwd=ROOT, env=env, check=True, timeout=600,
+                   capture_output=True)
+    shutil.copytree(straight, damaged)
+    damage(params_data_file(str(damaged), 6))
+    rerun = subprocess.run(_command(config, damaged), cwd=ROOT, env=env, timeout=600,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert os.path.isdir(damaged / "checkpoints" / "corrupt-6")
+    assert "Resumed from step 3" in rerun.stderr
+    for x, y in zip(jax.tree.leaves(checkpoint.restore_params(str(straight))[1]),
+                    jax.tree.leaves(checkpoint.restore_params(str(damaged))[1])):
+        np.testing.assert_array_equal(x, y)
+    assert _without_timings(_metrics(damaged)) == _without_timings(_metrics(straight))
 
 
 def test_grpo_run_logs_rewards_accuracy_and_samples(tmp_path):

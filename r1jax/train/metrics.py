@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import time
-from typing import Optional
 
 import jax
 import numpy as np
@@ -50,40 +49,42 @@ def _to_python(value):
 class MetricsWriter:
     """metrics.jsonl + TensorBoard events in the workdir, and a one-line console summary.
 
-    Only process 0 writes. On resume, lines of steps after the restored checkpoint (written by
-    the run that died) are dropped so the file reads as one uninterrupted run.
+    Only process 0 writes. The first write of a run drops the file's lines of that step and
+    later ones (written by a run that died after its last checkpoint, or before it saved any), so
+    the file reads as one uninterrupted run whichever checkpoint the run resumed from.
     """
 
     CONSOLE_KEYS = (("reward_mean", "reward"), ("accuracy", "acc"), ("completion_length", "len"),
                     ("kl", "kl"), ("clip_high", "clip"), ("entropy", "ent"), ("loss", "loss"),
                     ("seconds_per_step", "s/step"), ("tokens_per_second", "tok/s"))
 
-    def __init__(self, workdir: str, *, resume_step: Optional[int], enabled: bool = True):
+    def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._writer = None
+        self._first_write = True
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter  # Imported late: only process 0 needs it.
         self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def _truncate_after(self, resume_step: Optional[int]):
+    def _drop_from(self, step: int):
+        """Removes the lines of `step` and later: a run that died after its last checkpoint
+        wrote them, and this run is about to write them again."""
         if not os.path.exists(self.path):
             return
-        kept = []
         with open(self.path) as f:
-            for line in f:
-                if line.strip() and resume_step is not None and \
-                        json.loads(line)["step"] <= resume_step:
-                    kept.append(line)
+            kept = [line for line in f if line.strip() and json.loads(line)["step"] < step]
         with open(self.path, "w") as f:
             f.writelines(kept)
 
     def write(self, step: int, metrics: dict):
         if not self.enabled:
             return
+        if self._first_write:
+            self._drop_from(step)
+            self._first_write = False
         record = {"step": step, **{k: _to_python(v) for k, v in metrics.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -175,8 +175,7 @@ def start(config: ml_collections.ConfigDict, workdir: str,
     model_config, params, tokenizer = models.load_policy(config.model)
     checkpointer = checkpoint.Checkpointer(
         workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=checkpointer.latest_step(),
-                                       enabled=distributed.is_main_process())
+    writer = metrics_lib.MetricsWriter(workdir, enabled=distributed.is_main_process())
     tokenizer_dir = os.path.join(workdir, checkpoint.TOKENIZER_DIR)
     if distributed.is_main_process() and not os.path.isdir(tokenizer_dir):
         tokenizer.save_pretrained(tokenizer_dir)
@@ -213,14 +212,19 @@ def state_shardings(state: TrainState) -> TrainState:
 
 
 def restore(run: Run, state: TrainState, iterator) -> tuple[TrainState, int]:
-    """(state, step) of the newest complete checkpoint in the workdir, with the data iterator
-    moved to where that run was; (state, 0) untouched when there is none."""
-    latest = run.checkpointer.latest_step()
-    if latest is None:
-        return state, 0
+    """(state, step) of the newest checkpoint in the workdir that restores, with the data
+    iterator moved to where that run was; (state, 0) untouched when there is none.
+
+    A checkpoint that does not restore (corrupt, truncated or missing file, other shapes) is
+    moved aside to checkpoints/corrupt-<step>/ with one warning, and the one before it is
+    used (`checkpoint.Checkpointer.restore_latest`).
+    """
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _items(state))
-    items, meta = run.checkpointer.restore(latest, abstract)
+    restored = run.checkpointer.restore_latest(abstract)
+    if restored is None:
+        return state, 0
+    _, items, meta = restored
     iterator.set_state(meta["data"])
     log.info("Resumed from step %d in %s", meta["step"], run.workdir)
     return TrainState(params=items["params"], opt_state=items["opt_state"],
