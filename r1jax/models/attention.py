@@ -45,10 +45,17 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
 
 def write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
-    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, :, index : index + T]."""
-    zero = jnp.zeros((), jnp.int32)
-    return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype),
-                                        (layer, zero, index, zero, zero))
+    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, b, index : index + T].
+
+    index: int32[] (the batch shares one write position) or int32[B] (each row its own, as in
+    continuous batching; writes past the cache's end are dropped).
+    """
+    new = new.astype(cache.dtype)
+    if index.ndim == 0:
+        zero = jnp.zeros((), jnp.int32)
+        return jax.lax.dynamic_update_slice(cache, new[None], (layer, zero, index, zero, zero))
+    rows = jnp.arange(new.shape[0])[:, None]
+    return cache.at[layer, rows, index[:, None] + jnp.arange(new.shape[1])].set(new, mode="drop")
 
 
 def read_layer(cache: jax.Array, layer: jax.Array, window: Optional[int], dtype) -> jax.Array:
@@ -88,7 +95,8 @@ class Attention(nn.Module):
         """x: [B, T, E]; positions: int32[B, T]; mask: bool[B, T, S].
 
         With a cache ({"k", "v"}: [L, B, S, K, D], all layers) this layer's new keys/values are
-        written in place at [layer, :, cache_index : cache_index + T] and attention runs over
+        written in place at [layer, :, cache_index : cache_index + T] (cache_index int32[] or
+        int32[B], see `write_layer`) and attention runs over
         the layer's first cache_window slots (all S by default); returns the updated cache.
         """
         cfg = self.config

@@ -152,15 +152,21 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array,
                           window: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
     """The mask for T new tokens written at cache["index"], and the cache's updated `valid`.
 
-    new_valid: bool[B, T], False for padding. Returns (bool[B, T, W], bool[B, S]): the mask
-    over the first W = window (default S) slots, and the validity of all S.
+    new_valid: bool[B, T], False for padding. cache["index"]: int32[] shared by the batch, or
+    int32[B] per row (continuous batching). Returns (bool[B, T, W], bool[B, S]): the mask over
+    the first W = window (default S) slots, and the validity of all S.
     """
-    t = new_valid.shape[1]
-    valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, cache["index"], axis=1)
+    b, t = new_valid.shape
+    index = cache["index"]
+    if index.ndim == 0:
+        valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, index, axis=1)
+        query_slots = (index + jnp.arange(t))[None]  # [1, T]
+    else:
+        query_slots = index[:, None] + jnp.arange(t)  # [B, T]
+        valid = cache["valid"].at[jnp.arange(b)[:, None], query_slots].set(new_valid, mode="drop")
     slots = jnp.arange(window or valid.shape[1])
-    query_slots = cache["index"] + jnp.arange(t)
-    causal = slots[None, :] <= query_slots[:, None]  # [T, S]
-    return causal[None] & valid[:, None, :len(slots)], valid
+    causal = slots[None, None, :] <= query_slots[:, :, None]  # [1 or B, T, W]
+    return causal & valid[:, None, :len(slots)], valid
 
 
 def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, logits_start,
@@ -194,7 +200,8 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
       tokens, positions: int32[B, T].
       segment_ids: int32[B, T], 0 for padding; None means one unpadded segment per row.
       cache: from `init_cache`; the T tokens are written at cache["index"] and attend to
-        every valid earlier slot.
+        every valid earlier slot. The index is int32[] (the batch shares it) or int32[B]
+        (one per row: rows at different points of their sequences, as in continuous batching).
       logits_start: static; logits are computed for positions logits_start.. only.
       cache_window: static; attention reads only the cache's first cache_window slots, which
         must hold every token written so far and the T new ones (index + T <= cache_window).
