@@ -37,11 +37,10 @@ import numpy as np
 from absl import app, flags
 
 from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
-from r1jax import sampling
+from configs.common import shared_data
+from r1jax import data, models, sampling
 from r1jax.models import load_pretrained, load_tokenizer
 from r1jax.models.convert import smollm2_gguf_path
-from r1jax.eval import evaluate
-from configs.common import shared_data
 
 _COMPARE = flags.DEFINE_enum("compare", "transformers", ["transformers", "batching"],
                              "transformers: r1jax vs transformers generate; batching: r1jax's "
@@ -154,7 +153,7 @@ def gsm8k_prompts(tokenizer, count: int) -> list[list[int]]:
     """The first `count` GSM8K train questions, chat template applied, as token ids."""
     with open(shared_data("gsm8k/train.jsonl")) as f:
         questions = [json.loads(line)["question"] for _, line in zip(range(count), f)]
-    return [evaluate.model_input(tokenizer, "chat", q, None)[1] for q in questions]
+    return [data.encode_prompt(tokenizer, "chat", q, None)[1] for q in questions]
 
 
 def compare_batching(path: str) -> None:
@@ -166,7 +165,7 @@ def compare_batching(path: str) -> None:
     clock = CompileClock()
     load_before = os.getloadavg()
     settings = dict(max_new_tokens=new_tokens, temperature=_TEMPERATURE.value, top_p=0.95,
-                    stop_tokens=evaluate.stop_tokens(tokenizer), seed=0, batch_size=_BATCH.value)
+                    stop_tokens=models.stop_tokens(tokenizer), seed=0, batch_size=_BATCH.value)
     runs = {}
     for batching in ("static", "continuous"):
         compile_before = clock.seconds
