@@ -4,15 +4,15 @@ A static batch decodes until its longest completion ends, so with lengths that v
 rows idle once the short answers finish. Here samples (prompt i, sample j) wait in a queue and
 a short host loop drives two jitted programs of static shapes:
 
-    refill   the next waiting samples' prompts are prefilled (R rows, R a power of two, width a
-             prompt bucket) straight into the free slots' rows of the cache, and their first
-             token is drawn
+    refill   the next waiting samples' prompts are prefilled (R rows, R a power of two, all at
+             the longest prompt's bucket width) straight into the free slots' rows of the
+             cache, and their first token is drawn
     decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
              `refill_at` slots are done (a stop token, or the sample's own token limit)
     collect  the finished slots' tokens and logprobs go back to the host; the slots are free
 
-Layout: slot s's cache row holds its prompt left-padded in columns [0, w) (w the width of the
-refill that placed it) and its t-th new token in column w + t, so rows sit at different points
+Layout: slot s's cache row holds its prompt left-padded in columns [0, P) and its t-th new
+token in column P + t, so rows sit at different points
 of their sequences and the cache has one write index per row (`models.forward` with
 cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
 tokens for the chunk (`sampler.decode_windows`' sizes), as the static sampler does.
@@ -200,8 +200,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     Returns:
       SampleOutput (numpy) of len(prompts) * n rows, prompt-major.
     """
-    width_limit = config.max_seq_len
-    widest = bucket_width(max(len(p) for p in prompts), width_limit)
+    widest = bucket_width(max(len(p) for p in prompts), config.max_seq_len)
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
     windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
                                                     sampler.DECODE_WINDOW)]
@@ -222,8 +221,9 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
         if waiting and free:
             new = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
             rows = _rows(len(new), num_slots)
-            width = bucket_width(max(len(prompts[i // n]) for i in new), width_limit)
-            tokens, lengths = pad_prompts([prompts[i // n] for i in new], width, rows)
+            # One width for every refill: a handful of compiled refills (one per row count),
+            # for some prefill spent on padding.
+            tokens, lengths = pad_prompts([prompts[i // n] for i in new], widest, rows)
             padded = new + [new[0]] * (rows - len(new))
             slot_ids = np.full((rows,), num_slots, np.int32)
             slot_ids[:len(new)] = free[:len(new)]
@@ -232,7 +232,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                               keys[np.array(padded)], slot_ids)
             for s, i in zip(free, new):
                 owner[s] = i
-                progress[s] = width + 1
+                progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         threshold = min(refill_at, len(waiting)) if waiting else num_slots
         slots = decode_fn(params, slots, np.int32(threshold), window=_window(windows, needed))
