@@ -25,7 +25,7 @@ JAX's compile-time events and subtracted; raw figures kept too). Writes
 benchmarks/results/sampling_batching_cpu.json; the last line printed is one JSON object with
 static_tokens_per_s, continuous_tokens_per_s, speedup and same_samples.
 
-  python benchmarks/sampling.py --compare=batching [--prompts=32 --batch=16 --new_tokens=512]
+  python benchmarks/sampling.py --compare=batching [--prompts=32 --n=1 --batch=16 --new_tokens=512]
 """
 import json
 import os
@@ -51,6 +51,7 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Prompts (samples, for --compare=batc
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", None, "New tokens per prompt (default 128; "
                                    "512 for --compare=batching, the most per completion).")
 _PROMPTS = flags.DEFINE_integer("prompts", 32, "GSM8K questions (--compare=batching).")
+_N = flags.DEFINE_integer("n", 1, "Samples per question (--compare=batching), as in GRPO's groups.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.6, "Sampling temperature "
                                   "(--compare=batching; top-p 0.95 as in R1's evaluation).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both implementations).")
@@ -165,7 +166,8 @@ def compare_batching(path: str) -> None:
     clock = CompileClock()
     load_before = os.getloadavg()
     settings = dict(max_new_tokens=new_tokens, temperature=_TEMPERATURE.value, top_p=0.95,
-                    stop_tokens=models.stop_tokens(tokenizer), seed=0, batch_size=_BATCH.value)
+                    stop_tokens=models.stop_tokens(tokenizer), seed=0, batch_size=_BATCH.value,
+                    n=_N.value)
     runs = {}
     for batching in ("static", "continuous"):
         compile_before = clock.seconds
@@ -187,7 +189,8 @@ def compare_batching(path: str) -> None:
     busy = max(load_before[0], load_after[0]) > os.cpu_count()
     result = {
             "benchmark": "sampling_batching", "model": os.path.basename(path), "dtype": "float32",
-            "prompts": len(prompts), "data": "GSM8K train questions, chat template",
+            "prompts": len(prompts), "samples_per_prompt": _N.value,
+            "data": "GSM8K train questions, chat template",
             "batch": _BATCH.value, "max_new_tokens": new_tokens,
             "decoding": f"temperature {_TEMPERATURE.value}, top-p 0.95, stop at end of turn",
             "completion_lengths": {"min": min(lengths), "mean": sum(lengths) / len(lengths),
