@@ -35,8 +35,9 @@ def token_entropy(logits: Float[Array, "*B V"], temperature: float = 1.0) -> Flo
     return -(jnp.exp(logp) * logp).sum(axis=-1)
 
 
-def chunked_logprobs(hidden: jax.Array, head: jax.Array, targets: jax.Array,
-                     temperature: float = 1.0, chunk: int = 1024) -> tuple[jax.Array, jax.Array]:
+def chunked_logprobs(hidden: Float[Array, "B T E"], head: Float[Array, "E V"],
+                     targets: Int[Array, "B T"], temperature: float = 1.0, chunk: int = 1024
+                     ) -> tuple[Float[Array, "B T"], Float[Array, "B T"]]:
     """Token log-probs and entropy from final hidden states, never holding [B, T, V] logits.
 
     The sequence is cut into chunks of `chunk` positions; each chunk's logits are projected,
