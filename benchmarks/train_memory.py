@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from absl import app, flags
-
 from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
+
 from r1jax import models
 from r1jax.losses import grpo, logprobs
 

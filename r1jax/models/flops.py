@@ -14,8 +14,6 @@ Dense shapes only: an MoE or MLA config needs its active parameters counted inst
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from r1jax.models.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity), matched against
@@ -57,14 +55,14 @@ def inference_flops_per_token(config: ModelConfig, context: float) -> float:
     return 2 * matmul_params(config) + _attention_pair_flops(config) * context
 
 
-def peak_flops(device_kind: str) -> Optional[float]:
+def peak_flops(device_kind: str) -> float | None:
     """Peak bf16 FLOP/s of one device of this kind; None when unknown (CPUs among them)."""
     kind = device_kind.lower()
     return next((peak for name, peak in PEAK_FLOPS.items() if name.lower() in kind), None)
 
 
 def mfu(tokens_per_s_per_device: float, flops_per_token: float,
-        device_kind: str) -> Optional[float]:
+        device_kind: str) -> float | None:
     """Model FLOPs utilisation in [0, 1]; None where the device's peak is unknown."""
     peak = peak_flops(device_kind)
     return None if peak is None else tokens_per_s_per_device * flops_per_token / peak

@@ -28,7 +28,7 @@ The cache and the other slot arrays are donated to each call, so they are update
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.struct
 import jax
@@ -122,7 +122,7 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
 
 def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelConfig,
            strategy: Strategy, stop_tokens: tuple[int, ...], chunk: int,
-           window: Optional[int]) -> Slots:
+           window: int | None) -> Slots:
     """Decodes every unfinished slot for up to `chunk` steps, or until `refill_at` are done.
 
     window: static; attend to the cache's first `window` columns (None: all), which must hold
@@ -159,7 +159,7 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
     return jax.lax.while_loop(unfinished, step, (jnp.zeros((), jnp.int32), slots))[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _programs(config, strategy, stop_tokens, chunk):
     """The jitted refill and decode for one static setting (jit keeps one executable per
     shape and window); the slots are donated so the cache is updated in place."""
@@ -174,7 +174,7 @@ def _rows(count: int, num_slots: int) -> int:
     return min(1 << (count - 1).bit_length(), num_slots)
 
 
-def _window(windows: Sequence[int], needed: int) -> Optional[int]:
+def _window(windows: Sequence[int], needed: int) -> int | None:
     """The smallest window of `windows` holding `needed` columns; None (all) if none does."""
     return next((w for w in windows if w >= needed), None)
 
@@ -257,8 +257,8 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
 
 def sample_continuous(config: models.ModelConfig, params, prompt_tokens, prompt_lengths,
                       rng: jax.Array, *, max_new_tokens: int, n: int = 1,
-                      temperature: float = 0.0, top_k: Optional[int] = None,
-                      top_p: Optional[float] = None, stop_tokens: Sequence[int] = (),
+                      temperature: float = 0.0, top_k: int | None = None,
+                      top_p: float | None = None, stop_tokens: Sequence[int] = (),
                       token_limits=None, prompt_ids=None,
                       num_slots: int = 64, chunk: int = DEFAULT_CHUNK,
                       refill_at: int = 1) -> sampler.SampleOutput:

@@ -2,7 +2,7 @@
 left padding."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def bucket_width(length: int, limit: int) -> int:
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], width: int,
-                rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The host arrays `sample_batch` takes: (int32[rows, width] left-padded tokens (0 before
     each prompt), int32[rows] lengths). rows defaults to len(prompts); spare rows repeat the
     first prompt, a valid row whose completions the caller drops."""
