@@ -15,7 +15,19 @@ fastest round (median also recorded), plus CPU-seconds per token, which load inf
 Outputs are compared token for token. Writes benchmarks/results/sampling_cpu.json.
 
   python benchmarks/sampling.py [--batch=16] [--new_tokens=128] [--rounds=3]
+
+--compare=batching times r1jax's own static batching against continuous batching instead: GSM8K
+questions from ../shared/data/gsm8k (chat template), sampled at --temperature with top-p 0.95
+up to --new_tokens (default 512 there) with the end-of-turn token as stop, so completion
+lengths vary as in real rollouts. Both modes decode --batch samples together. Useful tokens/s
+counts generated tokens (up to each one's stop) per second, compilation excluded (measured by
+JAX's compile-time events and subtracted; raw figures kept too). Writes
+benchmarks/results/sampling_batching_cpu.json; the last line printed is one JSON object with
+static_tokens_per_s, continuous_tokens_per_s, speedup and same_samples.
+
+  python benchmarks/sampling.py --compare=batching [--prompts=32 --n=1 --batch=16 --new_tokens=512]
 """
+import json
 import os
 import statistics
 import time
@@ -25,19 +37,29 @@ import numpy as np
 from absl import app, flags
 
 from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
-from r1jax import sampling
+from configs.common import shared_data
+from r1jax import data, models, sampling
 from r1jax.models import load_pretrained, load_tokenizer
 from r1jax.models.convert import smollm2_gguf_path
 
+_COMPARE = flags.DEFINE_enum("compare", "transformers", ["transformers", "batching"],
+                             "transformers: r1jax vs transformers generate; batching: r1jax's "
+                             "static vs continuous batching on GSM8K prompts.")
 _MODEL = flags.DEFINE_string("model", None, "GGUF file or HF directory (default: SmolLM2 GGUF).")
-_BATCH = flags.DEFINE_integer("batch", 16, "Prompts per generate call.")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 128, "New tokens per prompt.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Prompts (samples, for --compare=batching) decoded "
+                              "together.")
+_NEW_TOKENS = flags.DEFINE_integer("new_tokens", None, "New tokens per prompt (default 128; "
+                                   "512 for --compare=batching, the most per completion).")
+_PROMPTS = flags.DEFINE_integer("prompts", 32, "GSM8K questions (--compare=batching).")
+_N = flags.DEFINE_integer("n", 1, "Samples per question (--compare=batching), as in GRPO's groups.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.6, "Sampling temperature "
+                                  "(--compare=batching; top-p 0.95 as in R1's evaluation).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both implementations).")
 _THREADS = flags.DEFINE_list("torch_threads", ["1", str(os.cpu_count())],
                              "PyTorch thread counts to time transformers with (best is reported).")
-_OUTPUT = flags.DEFINE_string(
-        "output", os.path.join(os.path.dirname(__file__), "results", "sampling_cpu.json"),
-        "Where the JSON result goes.")
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+_OUTPUT = flags.DEFINE_string("output", None, "Where the JSON result goes (default: "
+                              "results/sampling_cpu.json, or sampling_batching_cpu.json).")
 
 QUESTIONS = [
         "What is 12 + 30?", "Name three primary colors.", "Hi!",
@@ -112,9 +134,89 @@ def summary(walls, cpus, tokens) -> dict:
             "seconds": walls, "cpu_seconds_per_token": min(cpus) / tokens}
 
 
+class CompileClock:
+    """Seconds JAX spends tracing, lowering and compiling, from its monitoring events."""
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self):
+        self.seconds = 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event, duration, **_):
+        if event in self.EVENTS:
+            self.seconds += duration
+
+
+def gsm8k_prompts(tokenizer, count: int) -> list[list[int]]:
+    """The first `count` GSM8K train questions, chat template applied, as token ids."""
+    with open(shared_data("gsm8k/train.jsonl")) as f:
+        questions = [json.loads(line)["question"] for _, line in zip(range(count), f)]
+    return [data.encode_prompt(tokenizer, "chat", q, None)[1] for q in questions]
+
+
+def compare_batching(path: str) -> None:
+    """Static vs continuous batching on GSM8K prompts, useful tokens/s; see the module doc."""
+    new_tokens = _NEW_TOKENS.value or 512
+    tokenizer = load_tokenizer(path)
+    prompts = gsm8k_prompts(tokenizer, _PROMPTS.value)
+    config, params = load_pretrained(path)
+    clock = CompileClock()
+    load_before = os.getloadavg()
+    settings = dict(max_new_tokens=new_tokens, temperature=_TEMPERATURE.value, top_p=0.95,
+                    stop_tokens=models.stop_tokens(tokenizer), seed=0, batch_size=_BATCH.value,
+                    n=_N.value)
+    runs = {}
+    for batching in ("static", "continuous"):
+        compile_before = clock.seconds
+        out, wall, cpu = timed(lambda: sampling.generate(config, params, prompts,
+                                                         batching=batching, **settings))
+        compile_seconds = clock.seconds - compile_before
+        tokens = sum(len(t) for t in out.tokens)
+        runs[batching] = {
+                "out": out, "useful_tokens": tokens, "seconds": wall, "cpu_seconds": cpu,
+                "compile_seconds": compile_seconds,
+                "tokens_per_s": tokens / (wall - compile_seconds),
+                "tokens_per_s_with_compile": tokens / wall}
+        print(f"{batching}: {tokens} tokens in {wall:.1f} s ({compile_seconds:.1f} s compiling): "
+              f"{runs[batching]['tokens_per_s']:.1f} useful tok/s", flush=True)
+    static, continuous = runs["static"]["out"], runs["continuous"]["out"]
+    same = static.tokens == continuous.tokens and static.finish_reasons == continuous.finish_reasons
+    lengths = [len(t) for t in static.tokens]
+    load_after = os.getloadavg()
+    busy = max(load_before[0], load_after[0]) > os.cpu_count()
+    result = {
+            "benchmark": "sampling_batching", "model": os.path.basename(path), "dtype": "float32",
+            "prompts": len(prompts), "samples_per_prompt": _N.value,
+            "data": "GSM8K train questions, chat template",
+            "batch": _BATCH.value, "max_new_tokens": new_tokens,
+            "decoding": f"temperature {_TEMPERATURE.value}, top-p 0.95, stop at end of turn",
+            "completion_lengths": {"min": min(lengths), "mean": sum(lengths) / len(lengths),
+                                   "max": max(lengths), "at_limit": lengths.count(new_tokens)},
+            "prompt_lengths": {"min": min(map(len, prompts)), "max": max(map(len, prompts))},
+            "device": f"cpu: {cpu_name()}, {os.cpu_count()} cores ({jax.devices()[0].device_kind})",
+            "load_average_before_after": [load_before[0], load_after[0]],
+            "note": ("measured under load: the load average exceeded the core count (a shared "
+                     "machine), so absolute figures are low; both modes ran back to back"
+                     if busy else "machine not overloaded"),
+            "versions": {"jax": jax.__version__},
+            **{name: {k: v for k, v in run.items() if k != "out"} for name, run in runs.items()},
+            "speedup": runs["continuous"]["tokens_per_s"] / runs["static"]["tokens_per_s"],
+            "same_samples": same,
+    }
+    write_result(result, _OUTPUT.value or os.path.join(RESULTS, "sampling_batching_cpu.json"))
+    print(json.dumps({"static_tokens_per_s": runs["static"]["tokens_per_s"],
+                      "continuous_tokens_per_s": runs["continuous"]["tokens_per_s"],
+                      "speedup": result["speedup"], "same_samples": same}))
+
+
 def main(_):
     path = _MODEL.value or smollm2_gguf_path()
-    batch, new_tokens = _BATCH.value, _NEW_TOKENS.value
+    if _COMPARE.value == "batching":
+        return compare_batching(path)
+    batch, new_tokens = _BATCH.value, _NEW_TOKENS.value or 128
     threads = [int(t) for t in _THREADS.value]
     tokenizer = load_tokenizer(path)
     prompts = chat_prompts(tokenizer, batch)
@@ -170,7 +272,7 @@ def main(_):
     print(f"speedup: {result['speedup']:.2f}x (CPU-seconds per token: "
           f"{result['speedup_cpu_seconds']:.2f}x); identical rows "
           f"{agreement['identical_rows']}/{agreement['rows']}")
-    write_result(result, _OUTPUT.value)
+    write_result(result, _OUTPUT.value or os.path.join(RESULTS, "sampling_cpu.json"))
 
 
 if __name__ == "__main__":

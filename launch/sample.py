@@ -3,7 +3,7 @@ r"""Samples completions from a model for prompts from a file or the command line
   python -m launch.sample --model=SmolLM2-135M-Instruct.Q4_1.gguf --prompt="What is 12 + 30?" \
       --output=samples.jsonl [--n=4 --temperature=0.6 --top_p=0.95 --max_new_tokens=512]
   python -m launch.sample --model=Qwen2.5-1.5B-Instruct/ --prompts=questions.jsonl \
-      --output=traces.jsonl --template=chat_r1 --n=16 --temperature=1.0
+      --output=traces.jsonl --template=chat_r1 --n=16 --temperature=1.0 --batching=continuous
 
 --model is a Hugging Face directory (config.json + safetensors) or a .gguf file. --prompts is a
 .jsonl file whose lines carry "question" or "prompt" (any "id" is kept), or a text file with one
@@ -29,6 +29,7 @@ from r1jax import data, models, sampling
 from r1jax.data import templates
 
 FLAGS = flags.FLAGS
+CONTINUOUS_CHUNK_BATCHES = 8  # A chunk of output lines holds this many batches' samples.
 
 
 def define_flags():
@@ -50,7 +51,10 @@ def define_flags():
     flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
     flags.DEFINE_float("top_p", 1.0, "Nucleus mass to keep (1: all).")
     flags.DEFINE_integer("seed", 0, "Sampling seed; chunk i uses seed + i.")
-    flags.DEFINE_integer("batch_size", 64, "Completions sampled together (prompts × n).")
+    flags.DEFINE_integer("batch_size", 64, "Completions decoded together (prompts × n).")
+    flags.DEFINE_enum("batching", "static", list(sampling.BATCHING),
+                      "static: batches decoded until their longest completion ends; continuous: "
+                      "slots refilled as completions end (same samples, faster when lengths vary).")
     flags.DEFINE_string("dtype", None, "Compute dtype override, e.g. bfloat16 on accelerators.")
     flags.mark_flags_as_required(["model", "output"])
 
@@ -111,6 +115,9 @@ def main(argv):
     stop_strings = (templates.default_stop_strings(FLAGS.template) if FLAGS.stop_strings is None
                     else tuple(FLAGS.stop_strings))
     per_chunk = max(1, FLAGS.batch_size // max(n, 1))
+    if FLAGS.batching == "continuous":
+        # Slots drain at the end of each chunk: longer chunks keep them busy for longer.
+        per_chunk *= CONTINUOUS_CHUNK_BATCHES
     output = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w")
     try:
         with tqdm.tqdm(total=len(records), unit="prompt", desc="sample",
@@ -121,8 +128,8 @@ def main(argv):
                         max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
                         top_k=FLAGS.top_k or None, top_p=FLAGS.top_p if FLAGS.top_p < 1 else None,
                         n=n, stop_tokens=stops, stop_strings=stop_strings, tokenizer=tokenizer,
-                        seed=FLAGS.seed + chunk,
-                        batch_size=FLAGS.batch_size)
+                        seed=FLAGS.seed + chunk, batch_size=FLAGS.batch_size,
+                        batching=FLAGS.batching)
                 for line in completion_lines(records[start:start + per_chunk], out, tokenizer, n):
                     output.write(json.dumps(line) + "\n")
                 output.flush()

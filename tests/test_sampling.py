@@ -220,7 +220,8 @@ def _target(logits, temperature, top_k=None, top_p=None):
 
 def _frequencies(logits, strategy, draws=40_000, seed=0):
     rows = jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (draws, len(logits)))
-    tokens = np.asarray(strategies.sample(rows, jax.random.key(seed), strategy))
+    keys = jax.random.split(jax.random.key(seed), draws)
+    tokens = np.asarray(strategies.sample(rows, keys, strategy))
     return np.bincount(tokens, minlength=len(logits)) / draws
 
 
@@ -229,8 +230,9 @@ def test_argmax_matches_jnp_argmax_and_categorical():
     logits = logits.at[3, [10, 20]].set(9.0)  # A tie: the first index wins, as in jnp.argmax.
     np.testing.assert_array_equal(strategies.argmax(logits), jnp.argmax(logits, axis=-1))
     strategy = strategies.Strategy(temperature=1.0)
-    np.testing.assert_array_equal(strategies.sample(logits, jax.random.key(1), strategy),
-                                  jax.random.categorical(jax.random.key(1), logits))
+    keys = jax.random.split(jax.random.key(1), len(logits))  # Row i draws with keys[i].
+    np.testing.assert_array_equal(strategies.sample(logits, keys, strategy),
+                                  jax.vmap(jax.random.categorical)(keys, logits))
 
 
 def _kept_by_sorting(row, k, p):

@@ -50,7 +50,8 @@ def model_dir(tmp_path_factory):
     return directory
 
 
-def test_whole_run_writes_n_completions_per_prompt(model_dir, tmp_path):
+@pytest.mark.parametrize("batching", ["static", "continuous"])
+def test_whole_run_writes_n_completions_per_prompt(model_dir, tmp_path, batching):
     prompts = tmp_path / "questions.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n"
                                for i, q in enumerate(["What is 2 + 2?", "Hi"])))
@@ -60,7 +61,7 @@ def test_whole_run_writes_n_completions_per_prompt(model_dir, tmp_path):
             [sys.executable, "-m", "launch.sample", f"--model={model_dir}", f"--prompts={prompts}",
              "--prompt=Name a color.", f"--output={output}", "--n=2", "--temperature=1.0",
              "--top_p=0.9", "--max_new_tokens=6", "--batch_size=4",
-             "--stop_strings=" + ",".join(string.ascii_letters)],
+             "--stop_strings=" + ",".join(string.ascii_letters), f"--batching={batching}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in output.read_text().splitlines()]

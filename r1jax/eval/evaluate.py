@@ -76,7 +76,7 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
              strategy: Strategy, max_new_tokens: int, batch_size: int, seed: int,
              reward: str = "math_accuracy", reward_params: Mapping[str, Any] | None = None,
              pass_ks: Sequence[int] = (1,), system: str | None = None,
-             stop_strings: Sequence[str] | None = None, mesh=None, rules=None,
+             stop_strings: Sequence[str] | None = None, batching: str = "static", mesh=None, rules=None,
              progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluates a model on problems by sampling k completions each.
 
@@ -104,6 +104,7 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
       system: system prompt for the chat templates.
       stop_strings: texts that end a completion (r1jax.sampling.stop_strings); None: the
         template's (templates.default_stop_strings: "</answer>" for the R1 templates).
+      batching: "static" or "continuous" (r1jax.sampling.generate's batching; the same completions).
       mesh, rules: sample sharded, as the trainers do (see r1jax.sampling.generate); None: one device.
       progress: show progress bars over problems (sampling, then verifying).
 
@@ -139,7 +140,8 @@ def evaluate(config, params, tokenizer: Any, problems: Sequence[dict], *, templa
     out = sampling.generate(config, params, [ids for _, ids in inputs], max_new_tokens=max_new_tokens,
                             **dataclasses.asdict(strategy), n=k, stop_tokens=models.stop_tokens(tokenizer),
                             stop_strings=stop_strings, tokenizer=tokenizer, seed=seed,
-                            batch_size=batch_size, mesh=mesh, rules=rules, progress=progress)
+                            batch_size=batch_size, batching=batching, mesh=mesh, rules=rules,
+                            progress=progress)
     results = []
     for i, (record, key, (text, _)) in enumerate(tqdm.tqdm(
             list(zip(problems, keys, inputs)), desc="verify", unit="problem", disable=not progress)):
@@ -177,5 +179,5 @@ def evaluate_with_config(config, params, tokenizer: Any, problems: Sequence[dict
                     max_new_tokens=eval_config.max_new_tokens, batch_size=eval_config.batch_size,
                     seed=eval_config.seed, reward=eval_config.reward,
                     reward_params=eval_config.reward_params.to_dict(), pass_ks=tuple(eval_config.pass_ks),
-                    system=eval_config.system, stop_strings=eval_config.stop_strings, mesh=mesh,
-                    rules=rules, progress=progress)
+                    system=eval_config.system, stop_strings=eval_config.stop_strings,
+                    batching=eval_config.batching, mesh=mesh, rules=rules, progress=progress)

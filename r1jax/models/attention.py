@@ -44,11 +44,43 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     return out.reshape(b, t, h, d)
 
 
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """`dot_product_attention` by cuDNN's fused kernel (GPU; bf16/fp16 inputs)."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
+
+
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
+                     interpret: bool = False) -> jax.Array:
+    """Causal self-attention within segments by the Pallas TPU splash kernel.
+
+    q: [B, T, H, D]; k, v: [B, T, K, D]; segment_ids: int32[B, T] (0: padding, which only
+    padding attends to; its outputs are never used). T must be a multiple of the kernel's
+    block size (128). interpret: run the kernel in Pallas' interpreter (any backend; tests).
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as splash, splash_attention_mask as masks)
+    b, t, h, d = q.shape
+    mask = masks.MultiHeadMask([masks.CausalMask((t, t)) for _ in range(h)])
+    kernel = splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # [B, T, N, D] <-> [B, N, T, D]
+    q = heads_first(q / jnp.sqrt(jnp.asarray(d, q.dtype)))  # The kernel does not scale.
+    out = jax.vmap(kernel)(q, heads_first(k), heads_first(v),
+                           segment_ids=splash.SegmentIds(q=segment_ids, kv=segment_ids))
+    return heads_first(out)
+
+
 def write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
-    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, :, index : index + T]."""
-    zero = jnp.zeros((), jnp.int32)
-    return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype),
-                                        (layer, zero, index, zero, zero))
+    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, b, index : index + T].
+
+    index: int32[] (the batch shares one write position) or int32[B] (each row its own, as in
+    continuous batching; writes past the cache's end are dropped).
+    """
+    new = new.astype(cache.dtype)
+    if index.ndim == 0:
+        zero = jnp.zeros((), jnp.int32)
+        return jax.lax.dynamic_update_slice(cache, new[None], (layer, zero, index, zero, zero))
+    rows = jnp.arange(new.shape[0])[:, None]
+    return cache.at[layer, rows, index[:, None] + jnp.arange(new.shape[1])].set(new, mode="drop")
 
 
 def read_layer(cache: jax.Array, layer: jax.Array, window: Optional[int], dtype) -> jax.Array:
@@ -88,7 +120,8 @@ class Attention(nn.Module):
         """x: [B, T, E]; positions: int32[B, T]; mask: bool[B, T, S].
 
         With a cache ({"k", "v"}: [L, B, S, K, D], all layers) this layer's new keys/values are
-        written in place at [layer, :, cache_index : cache_index + T] and attention runs over
+        written in place at [layer, :, cache_index : cache_index + T] (cache_index int32[] or
+        int32[B], see `write_layer`) and attention runs over
         the layer's first cache_window slots (all S by default); returns the updated cache.
         """
         cfg = self.config
@@ -110,7 +143,13 @@ class Attention(nn.Module):
                      for name, new in (("k", k), ("v", v))}
             k, v = (read_layer(cache[name], layer, self.cache_window, cfg.dtype)
                     for name in ("k", "v"))
-        out = dot_product_attention(q, k, v, mask)
+        # Cached passes (sampling) always take the XLA path: the kernels serve whole sequences.
+        if cache is None and cfg.attention_impl == "cudnn":
+            out = cudnn_attention(q, k, v, mask)
+        elif cache is None and cfg.attention_impl == "splash":
+            out = splash_attention(q, k, v, mask)  # `forward` passes segment ids as the mask.
+        else:
+            out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                                    ("q_heads", "head_dim", "embed"), cfg.param_dtype)
         return jnp.einsum("bthk,hkd->btd", out, o_kernel.astype(cfg.dtype)), cache

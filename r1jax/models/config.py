@@ -15,6 +15,8 @@ import jax.numpy as jnp
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "deepseek_v3", "qwen3_moe")
 MOE_SCORING = ("sigmoid", "softmax")
 MOE_DISPATCH = ("dropless", "capacity")
+REMAT_POLICIES = ("none", "dots", "full")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +164,12 @@ class ModelConfig:
         mla: Multi-head Latent Attention shapes (deepseek_v3); num_kv_heads and head_dim are then
             unused (set them to num_heads and qk_head_dim).
         moe: mixture-of-experts MLP (deepseek_v3, qwen3_moe); mlp_dim is the dense layers' width.
+        remat: what the layer scan keeps for the backward pass: "none" (everything), "dots"
+            (the weight matmuls' outputs; attention and the rest are recomputed) or "full"
+            (only each layer's input; the whole layer is recomputed).
+        attention_impl: "xla" (einsums, the reference; any backend), "cudnn"
+            (jax.nn.dot_product_attention's cuDNN kernel; GPU only) or "splash" (the Pallas
+            TPU kernel, for uncached forward passes; TPU only).
     """
 
     architecture: str
@@ -183,6 +191,8 @@ class ModelConfig:
     dtype: str = "float32"
     mla: Optional[MLAConfig] = None
     moe: Optional[MoEConfig] = None
+    remat: str = "none"
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -199,6 +209,10 @@ class ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                     f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}.")
+        for name, allowed in (("remat", REMAT_POLICIES), ("attention_impl", ATTENTION_IMPLS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r}; allowed: "
+                                 f"{', '.join(allowed)}.")
         for name in ("param_dtype", "dtype"):
             jnp.dtype(getattr(self, name))  # Fails early on a typo such as "bf16".
 

@@ -28,6 +28,9 @@ from r1jax.models.mla import MLA
 from r1jax.models.moe import MoE
 
 CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+# What each `ModelConfig.remat` saves for the backward pass (None: nothing but the layer input).
+_REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                   "full": None}
 
 
 def layer_stacks(config: ModelConfig) -> tuple[tuple[str, int, bool], ...]:
@@ -71,11 +74,24 @@ class DecoderLayer(nn.Module):
         return (x, cache, layer + 1), stats
 
 
+def head_logits(hidden: jax.Array, head: jax.Array) -> jax.Array:
+    """float32[..., V] logits from final hidden states [..., E] and the output head [E, V], both
+    in the compute dtype: the one vocabulary projection (the model's and chunked losses')."""
+    return jnp.dot(hidden, head, preferred_element_type=jnp.float32)
+
+
+def output_head(config: ModelConfig, params) -> jax.Array:
+    """The output projection [E, V] in the compute dtype (the transposed embedding when tied)."""
+    head = params["embedding"].T if config.tie_embeddings else params["lm_head"]
+    return head.astype(config.dtype)
+
+
 class Transformer(nn.Module):
     """tokens -> (logits float32[B, T, V], new cache or None).
 
     cache_window: attend to the cache's first cache_window slots only (None: all of them).
     MoE layers' RouterStats ([L_moe, ...]) are sown into the "intermediates" collection.
+    return_hidden: return the final normed hidden states [B, T, E] instead of logits.
     """
 
     config: ModelConfig
@@ -84,7 +100,8 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
                  cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None,
-                 logits_start: int = 0, token_valid: Optional[jax.Array] = None):
+                 logits_start: int = 0, token_valid: Optional[jax.Array] = None,
+                 return_hidden: bool = False):
         cfg = self.config
         embedding = annotated_param(self, "embedding", (cfg.vocab_size, cfg.embed_dim),
                                     ("vocab", "embed"), cfg.param_dtype,
@@ -97,9 +114,12 @@ class Transformer(nn.Module):
         kv = None if cache is None else {name: value for name, value in cache.items()
                                          if name not in ("valid", "index")}
         layer = jnp.zeros((), jnp.int32)
+        block = DecoderLayer
+        if cfg.remat != "none":
+            block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
         for name, length, moe in layer_stacks(cfg):
             stack = nn.scan(
-                DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                block, variable_axes={"params": 0}, split_rngs={"params": True},
                 in_axes=(nn.broadcast,) * 4, length=length,
                 metadata_params={nn.PARTITION_NAME: "layers"})
             (x, kv, layer), stats = stack(cfg, self.cache_window, moe, name=name)(
@@ -114,7 +134,9 @@ class Transformer(nn.Module):
         else:
             head = annotated_param(self, "lm_head", (cfg.embed_dim, cfg.vocab_size),
                                    ("embed", "vocab"), cfg.param_dtype)
-        logits = jnp.dot(x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+        if return_hidden:
+            return x, kv
+        logits = head_logits(x, head.astype(cfg.dtype))
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits, kv
 
@@ -152,32 +174,41 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array,
                           window: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
     """The mask for T new tokens written at cache["index"], and the cache's updated `valid`.
 
-    new_valid: bool[B, T], False for padding. Returns (bool[B, T, W], bool[B, S]): the mask
-    over the first W = window (default S) slots, and the validity of all S.
+    new_valid: bool[B, T], False for padding. cache["index"]: int32[] shared by the batch, or
+    int32[B] per row (continuous batching). Returns (bool[B, T, W], bool[B, S]): the mask over
+    the first W = window (default S) slots, and the validity of all S.
     """
-    t = new_valid.shape[1]
-    valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, cache["index"], axis=1)
+    b, t = new_valid.shape
+    index = cache["index"]
+    if index.ndim == 0:
+        valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], new_valid, index, axis=1)
+        query_slots = (index + jnp.arange(t))[None]  # [1, T]
+    else:
+        query_slots = index[:, None] + jnp.arange(t)  # [B, T]
+        valid = cache["valid"].at[jnp.arange(b)[:, None], query_slots].set(new_valid, mode="drop")
     slots = jnp.arange(window or valid.shape[1])
-    query_slots = cache["index"] + jnp.arange(t)
-    causal = slots[None, :] <= query_slots[:, None]  # [T, S]
-    return causal[None] & valid[:, None, :len(slots)], valid
+    causal = slots[None, None, :] <= query_slots[:, :, None]  # [1 or B, T, W]
+    return causal & valid[:, None, :len(slots)], valid
 
 
 def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, logits_start,
-           cache_window, collect_router_stats: bool):
+           cache_window, collect_router_stats: bool, return_hidden: bool = False):
     """(logits, new cache or None, router stats or None): see `forward`."""
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
+    check_attention_backend(config)
     model = Transformer(config, cache_window)
     mutable = ["intermediates"] if collect_router_stats else False
     if cache is None:
-        out = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
+        # The splash kernel builds its causal, per-segment mask itself from the segment ids.
+        mask = segment_ids if config.attention_impl == "splash" else attention_mask(segment_ids)
+        out = model.apply({"params": params}, tokens, positions, mask,
                           logits_start=logits_start, token_valid=segment_ids != 0,
-                          mutable=mutable)
+                          return_hidden=return_hidden, mutable=mutable)
     else:
         mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
         out = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
-                          logits_start, segment_ids != 0, mutable=mutable)
+                          logits_start, segment_ids != 0, return_hidden, mutable=mutable)
     (logits, kv), variables = out if collect_router_stats else (out, {})
     stats = variables.get("intermediates", {}).get("router_stats", (None,))[0]
     if cache is None:
@@ -187,23 +218,29 @@ def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, l
 
 def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
             segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None,
-            logits_start: int = 0, cache_window: Optional[int] = None):
+            logits_start: int = 0, cache_window: Optional[int] = None,
+            return_hidden: bool = False):
     """The model as a pure function.
 
     Args:
       tokens, positions: int32[B, T].
       segment_ids: int32[B, T], 0 for padding; None means one unpadded segment per row.
       cache: from `init_cache`; the T tokens are written at cache["index"] and attend to
-        every valid earlier slot.
+        every valid earlier slot. The index is int32[] (the batch shares it) or int32[B]
+        (one per row: rows at different points of their sequences, as in continuous batching).
       logits_start: static; logits are computed for positions logits_start.. only.
       cache_window: static; attention reads only the cache's first cache_window slots, which
         must hold every token written so far and the T new ones (index + T <= cache_window).
         Decoding early in a long budget then skips the empty slots' work and memory reads.
+      return_hidden: static; return the final normed hidden states [B, T - logits_start, E] in
+        place of the logits, for losses that project them onto the vocabulary chunk by chunk
+        (`losses.logprobs.chunked_logprobs` with `output_head(config, params)`).
     Returns:
       (logits float32[B, T - logits_start, V], new cache or None).
     """
     logits, cache, _ = _apply(config, params, tokens, positions, segment_ids, cache, logits_start,
-                              cache_window, collect_router_stats=False)
+                              cache_window, collect_router_stats=False,
+                              return_hidden=return_hidden)
     return logits, cache
 
 
@@ -220,10 +257,28 @@ def forward_with_router_stats(config: ModelConfig, params, tokens: jax.Array,
     return logits, stats
 
 
+_ATTENTION_BACKENDS = {"cudnn": "gpu", "splash": "tpu"}
+
+
+def check_attention_backend(config: ModelConfig) -> None:
+    """Raises ValueError when config.attention_impl cannot run on JAX's default backend."""
+    needed = _ATTENTION_BACKENDS.get(config.attention_impl)
+    backend = jax.default_backend()
+    if needed is not None and backend != needed:
+        raise ValueError(f"model.attention_impl={config.attention_impl!r} needs a {needed.upper()} "
+                         f"backend, but JAX runs on {backend!r}; use attention_impl='xla' there.")
+
+
 def logits(config: ModelConfig, params, tokens: jax.Array) -> jax.Array:
     """float32[B, T, V] logits of unpadded int32[B, T] tokens (positions 0..T-1)."""
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     return forward(config, params, tokens, positions)[0]
+
+
+def _init_config(config: ModelConfig) -> ModelConfig:
+    """The config parameters are created with: the attention kernel does not change them, and
+    initialising through XLA's einsums works on any backend."""
+    return config.replace(attention_impl="xla")
 
 
 def abstract_params(config: ModelConfig):
@@ -231,7 +286,8 @@ def abstract_params(config: ModelConfig):
     tokens = jnp.zeros((1, 1), jnp.int32)
     mask = jnp.ones((1, 1, 1), bool)
     return jax.eval_shape(
-        lambda: Transformer(config).init(jax.random.key(0), tokens, tokens, mask)["params"])
+        lambda: Transformer(_init_config(config)).init(jax.random.key(0), tokens, tokens,
+                                                       mask)["params"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -240,7 +296,7 @@ def init_params(config: ModelConfig, rng: jax.Array):
     instead of hundreds of eagerly dispatched initialisers."""
     tokens = jnp.zeros((1, 1), jnp.int32)
     mask = jnp.ones((1, 1, 1), bool)
-    boxed = Transformer(config).init(rng, tokens, tokens, mask)["params"]
+    boxed = Transformer(_init_config(config)).init(rng, tokens, tokens, mask)["params"]
     return nn.meta.unbox(boxed)
 
 

@@ -3,6 +3,8 @@
 Prompts are sorted by length and cut into batches; each batch is padded to a bucketed width
 (see `bucket_width`, from its longest prompt) and a power-of-two row count, so a run over
 thousands of prompts of every length compiles only a handful of `sample_batch` programs.
+With batching="continuous", every sample goes through one set of slots instead (see
+`continuous`), which wastes no decoding on finished rows when completion lengths vary.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import numpy as np
 import tqdm
 
 from r1jax import models, sharding
-from r1jax.sampling import sampler, stop_strings as stop_strings_lib
+from r1jax.sampling import continuous, sampler, stop_strings as stop_strings_lib
+from r1jax.sampling.prompts import bucket_width, pad_prompts
 from r1jax.sampling.strategies import Strategy
 
-MIN_BUCKET = 16
 DEFAULT_BATCH_SIZE = 256
 
 
@@ -38,20 +40,6 @@ class Completions:
     tokens: list[list[int]]
     logprobs: list[list[float]]
     finish_reasons: list[str]
-
-
-def bucket_width(length: int, limit: int) -> int:
-    """The padded width of a prompt of `length` tokens, at most `limit`.
-
-    Widths are powers of two and three quarters of them (16, 24, 32, 48, 64, 96, ...), at least
-    MIN_BUCKET: two compilations per doubling of prompt length, and at most a third of a prefill
-    spent on padding. Padding only costs cache memory and prefill work: positions count real
-    tokens, so a wide bucket never pushes a sequence past the model's context.
-    """
-    width = max(MIN_BUCKET, 1 << (length - 1).bit_length())
-    if length <= width * 3 // 4 and width * 3 // 4 >= MIN_BUCKET:
-        width = width * 3 // 4
-    return min(width, limit)
 
 
 def _batch_rows(count: int, mesh) -> int:
@@ -114,19 +102,22 @@ def _calls(prompts: list[list[int]], width_limit: int, prompts_per_call: int):
         yield bucket_width(len(prompts[indices[-1]]), width_limit), indices
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], width: int,
-                rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-    """The host arrays `sample_batch` takes: (int32[rows, width] left-padded tokens (0 before
-    each prompt), int32[rows] lengths). rows defaults to len(prompts); spare rows repeat the
-    first prompt, a valid row whose completions the caller drops."""
-    rows = len(prompts) if rows is None else rows
-    tokens = np.zeros((rows, width), np.int32)
-    lengths = np.zeros((rows,), np.int32)
-    for r in range(rows):
-        ids = prompts[r] if r < len(prompts) else prompts[0]
-        tokens[r, width - len(ids):] = ids
-        lengths[r] = len(ids)
-    return tokens, lengths
+BATCHING = ("static", "continuous")
+
+
+def _completions(out: sampler.SampleOutput, targets: Sequence[int], completions: Completions,
+                 tokenizer, stop_strings: tuple[str, ...]):
+    """Writes rows of `out` into completions' lists at index targets[row], each cut after its
+    first stop string."""
+    for row, target in enumerate(targets):
+        length = int(out.lengths[row])
+        ids = out.tokens[row, :length].tolist()
+        cut = stop_strings_lib.stop_length(ids, tokenizer, stop_strings)
+        length = length if cut is None else cut
+        completions.tokens[target] = ids[:length]
+        completions.logprobs[target] = out.logprobs[row, :length].tolist()
+        completions.finish_reasons[target] = ("stop" if out.finished_by_stop[row] or cut is not None
+                                              else "length")
 
 
 def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]], *,
@@ -134,8 +125,9 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
              top_k: Optional[int] = None, top_p: Optional[float] = None, n: int = 1,
              stop_tokens: Sequence[int] = (), stop_strings: Sequence[str] = (),
              tokenizer=None, seed: int = 0,
-             batch_size: int = DEFAULT_BATCH_SIZE, mesh: Optional[jax.sharding.Mesh] = None,
-             rules=None, progress: bool = False) -> Completions:
+             batch_size: int = DEFAULT_BATCH_SIZE, batching: str = "static",
+             mesh: Optional[jax.sharding.Mesh] = None, rules=None,
+             progress: bool = False) -> Completions:
     """Samples n completions for each of a list of prompts.
 
     Args:
@@ -143,55 +135,68 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
       prompts: token-id lists (a chat template already applied), each non-empty.
       max_new_tokens: the most tokens a completion may have: one int, or one per prompt.
       temperature, top_k, top_p: temperature 0 is greedy; see `strategies.Strategy`.
-      n: completions per prompt; they share one prefill of the prompt.
+      n: completions per prompt; static batching shares one prefill of the prompt among them.
       stop_tokens: ids that end a completion (kept as its last token).
       stop_strings: texts that end a completion: it is cut after the token that completes the
         first of them (see `stop_strings.py`; the tokens after it are sampled, then dropped).
       tokenizer: decodes completions for `stop_strings` (a Hugging Face tokenizer).
-      seed: the same seed and inputs give the same completions.
-      batch_size: the most completions (prompts × n) sampled in one call.
-      mesh, rules: run sharded (see `sampler.sample_batch`).
+      seed: sample j of prompts[i] is a function of (seed, i, j) only (see
+        `strategies.sample_keys`): the same whatever batch_size and batching.
+      batch_size: the most completions (prompts × n) decoded together.
+      batching: "static" (batches of similar prompt lengths, each decoded until its longest
+        completion ends) or "continuous" (batch_size slots, each refilled with the next sample
+        as soon as its own ends; see `continuous`): the faster one when lengths vary. The same
+        completions either way (logprobs to float32 rounding).
+      mesh, rules: run sharded (see `sampler.sample_batch`); static batching only.
       progress: show a progress bar over prompts.
     Returns:
       Completions, len(prompts) * n of them, prompt-major.
     """
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}.")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    if batching == "continuous" and mesh is not None:
+        raise ValueError("batching='continuous' runs on one device (no mesh yet); use "
+                         "batching='static' to sample sharded.")
     prompts, budgets = _validate_prompts(config, prompts, max_new_tokens)
     stop_strings = stop_strings_lib.validate_stop_strings(stop_strings)
     if stop_strings and tokenizer is None:
         raise ValueError(f"stop_strings={stop_strings} needs the tokenizer that decodes the completions: "
                          "pass tokenizer=...")
     longest = max(budgets)
+    strategy = Strategy(float(temperature), top_k, top_p)
     # Validates n and the rest up front, before any compilation.
-    sampler.validate_settings(config, longest, n, Strategy(float(temperature), top_k, top_p),
-                              stop_tokens)
-    prompts_per_call = max(1, batch_size // n)
+    stop_tokens = sampler.validate_settings(config, longest, n, strategy, stop_tokens)
     rng = jax.random.key(seed)
     total = len(prompts) * n
-    tokens, logprobs, reasons = [None] * total, [None] * total, [None] * total
-    with tqdm.tqdm(total=len(prompts), desc="sample", unit="prompt", disable=not progress) as bar:
-        for call, (width, indices) in enumerate(
-                _calls(prompts, config.max_seq_len, prompts_per_call)):
+    completions = Completions(tokens=[None] * total, logprobs=[None] * total,
+                              finish_reasons=[None] * total)
+    with tqdm.tqdm(total=total, desc="sample", unit="sample", disable=not progress) as bar:
+        if batching == "continuous":
+            out = continuous.sample_prompts(
+                config, params, prompts, rng, max_new_tokens=longest, budgets=budgets,
+                prompt_ids=range(len(prompts)), n=n, strategy=strategy, stop_tokens=stop_tokens,
+                num_slots=batch_size, on_done=bar.update)
+            _completions(out, range(total), completions, tokenizer, stop_strings)
+            return completions
+        for width, indices in _calls(prompts, config.max_seq_len, max(1, batch_size // n)):
             rows = _batch_rows(len(indices), mesh)
             batch, lengths = pad_prompts([prompts[i] for i in indices], width, rows)
             limits = np.ones((rows,), np.int32)  # Spare rows stop after one token.
             limits[:len(indices)] = [budgets[i] for i in indices]
+            ids = np.full((rows,), indices[0], np.int32)
+            ids[:len(indices)] = indices
             out = sampler.sample_batch(
-                config, params, batch, lengths, jax.random.fold_in(rng, call),
-                max_new_tokens=longest, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
-                stop_tokens=stop_tokens, token_limits=limits, mesh=mesh, rules=rules)
+                config, params, batch, lengths, rng, max_new_tokens=longest, n=n,
+                temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stop_tokens,
+                token_limits=limits, prompt_ids=ids, mesh=mesh, rules=rules)
             # A mesh over several processes splits the rows among them: gather them all. A mesh of
             # this process's devices (or none) holds them here already: each process samples its
             # own prompts (rejection sampling), and a gather would mix in the other processes' rows.
             out = (sharding.all_rows(out) if mesh is not None and mesh.is_multi_process
                    else jax.tree.map(np.asarray, out))
-            for row in range(len(indices) * n):
-                target = indices[row // n] * n + row % n
-                length = int(out.lengths[row])
-                ids = out.tokens[row, :length].tolist()
-                cut = stop_strings_lib.stop_length(ids, tokenizer, stop_strings)
-                length = length if cut is None else cut
-                tokens[target] = ids[:length]
-                logprobs[target] = out.logprobs[row, :length].tolist()
-                reasons[target] = "stop" if out.finished_by_stop[row] or cut is not None else "length"
-            bar.update(len(indices))
-    return Completions(tokens=tokens, logprobs=logprobs, finish_reasons=reasons)
+            _completions(out, [indices[row // n] * n + row % n for row in range(len(indices) * n)],
+                         completions, tokenizer, stop_strings)
+            bar.update(len(indices) * n)
+    return completions

@@ -150,15 +150,32 @@ def repeat_rows(tree, n: int):
     return jax.tree.map(repeat, tree)
 
 
-def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: Strategy,
-            stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
-    """Samples step `state.step`'s token from float32[N, V] logits and books it."""
-    token = strategies.sample(logits, jax.random.fold_in(rng, state.step), strategy)
+def choose(logits: jax.Array, keys: jax.Array, steps: jax.Array, active: jax.Array,
+           strategy: Strategy, stop_tokens: jax.Array):
+    """Token number `steps` of each sample from float32[N, V] logits, with its logprob.
+
+    keys: key[N] the samples' keys (`strategies.sample_keys`); steps: int32[] or int32[N];
+    active: bool[N], rows not active get token 0 and logprob 0. Returns (int32[N] tokens,
+    float32[N] logprobs, bool[N] stopped: an active row that drew a stop token).
+    """
+    token = strategies.sample(logits, strategies.step_keys(keys, steps), strategy)
     logprob = logprobs_lib.token_logprobs(logits, token, strategy.temperature)
-    active = ~state.done
     token = jnp.where(active, token, 0)
     logprob = jnp.where(active, logprob, 0.0)
     stopped = active & jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
+    return token, logprob, stopped
+
+
+def stop_array(stop_tokens: tuple[int, ...]) -> jax.Array:
+    """int32[max(1, len)] of the stop token ids; -1, which no token equals, when there are none."""
+    return jnp.asarray(stop_tokens if stop_tokens else (-1,), jnp.int32)
+
+
+def _record(state: _DecodeState, logits: jax.Array, keys: jax.Array, strategy: Strategy,
+            stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
+    """Samples step `state.step`'s token from float32[N, V] logits and books it."""
+    active = ~state.done
+    token, logprob, stopped = choose(logits, keys, state.step, active, strategy, stop_tokens)
     lengths = state.lengths + active.astype(jnp.int32)
     return state._replace(
         step=state.step + 1,
@@ -171,7 +188,7 @@ def _record(state: _DecodeState, logits: jax.Array, rng: jax.Array, strategy: St
         stopped=state.stopped | stopped)
 
 
-def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, config,
+def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, prompt_ids, rng, *, config,
                   max_new_tokens, n, strategy, stop_tokens, cache_shardings,
                   decode_window):
     """The traced body of `sample_batch` (see there); static settings are keywords.
@@ -186,7 +203,6 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, c
     if cache_shardings is not None:
         cache = jax.lax.with_sharding_constraint(cache, cache_shardings(b * n, cache_len))
     lengths, limits = repeat_rows((prompt_lengths, token_limits), n)
-    stop_array = jnp.asarray(stop_tokens if stop_tokens else (-1,), jnp.int32)
     rows = b * n
     state = _DecodeState(
         step=jnp.zeros((), jnp.int32), last_token=jnp.zeros((rows,), jnp.int32),
@@ -194,7 +210,8 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, rng, *, c
         logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
         lengths=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool),
         stopped=jnp.zeros((rows,), bool), cache=cache)
-    record = functools.partial(_record, rng=rng, strategy=strategy, stop_tokens=stop_array,
+    record = functools.partial(_record, keys=strategies.sample_keys(rng, prompt_ids, n),
+                               strategy=strategy, stop_tokens=stop_array(stop_tokens),
                                limits=limits)
     state = record(state, logits)
 
@@ -228,7 +245,7 @@ def _compiled(config, max_new_tokens, n, strategy, stop_tokens, mesh, rules, dec
         return jax.jit(body)
     rows = sharding.batch_sharding(mesh, 1)
     in_shardings = (sharding.param_shardings(config, mesh, rules), sharding.batch_sharding(mesh, 2),
-                    rows, rows, sharding.replicated(mesh))
+                    rows, rows, rows, sharding.replicated(mesh))
     return sharding.sharded_jit(body, mesh, rules, in_shardings=in_shardings, out_shardings=None)
 
 
@@ -257,7 +274,8 @@ def validate_settings(config: models.ModelConfig, max_new_tokens: int, n: int, s
     return stop_tokens
 
 
-def _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new_tokens, mesh):
+def validate_batch(config, prompt_tokens, prompt_lengths, token_limits, prompt_ids,
+                    max_new_tokens, mesh):
     """Clear errors for bad batch inputs, before they become shape errors deep inside XLA.
 
     Values are checked when this host knows them; traced or multi-host inputs only get their
@@ -267,7 +285,8 @@ def _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"prompt_tokens must be int32[B, P] with B, P >= 1; got shape {shape}.")
     b, p = shape
-    for name, value in (("prompt_lengths", prompt_lengths), ("token_limits", token_limits)):
+    for name, value in (("prompt_lengths", prompt_lengths), ("token_limits", token_limits),
+                        ("prompt_ids", prompt_ids)):
         if value is not None and np.shape(value) != (b,):
             raise ValueError(f"{name} has shape {np.shape(value)}; expected ({b},), one per "
                              "prompt.")
@@ -298,7 +317,7 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
                  prompt_lengths: jax.Array, rng: jax.Array, *, max_new_tokens: int, n: int = 1,
                  temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, stop_tokens: Sequence[int] = (),
-                 token_limits: Optional[jax.Array] = None,
+                 token_limits: Optional[jax.Array] = None, prompt_ids: Optional[jax.Array] = None,
                  mesh: Optional[jax.sharding.Mesh] = None, rules=None,
                  decode_window: Optional[int] = DECODE_WINDOW) -> SampleOutput:
     """Samples n completions for each prompt of a fixed-shape batch, in one jitted call.
@@ -312,12 +331,15 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
         mesh, host (numpy) inputs are the whole batch, the same on every process; jax.Arrays
         are used as they are.
       prompt_lengths: int32[B], each in [1, P].
-      rng: a jax.random key; the same key gives the same samples.
+      rng: a jax.random key. Sample j of prompt b draws from a key of its own, derived from
+        (rng, prompt_ids[b], j) and then the token's index (see `strategies.sample_keys`): the
+        same rng, prompt id and sample index give the same completion in any batch.
       max_new_tokens: completion buffer length M, the longest any completion can be.
       n: completions per prompt (GRPO's group size); they share the prompt's prefill.
       temperature, top_k, top_p: see `strategies.Strategy`; temperature 0 is greedy.
       stop_tokens: token ids that end a completion (the stop token is kept and masked in).
       token_limits: int32[B] per-prompt budgets in [1, M] (None: M for all).
+      prompt_ids: int32[B] the prompts' ids for the key derivation (None: 0..B-1).
       mesh, rules: shard the batch over the mesh's ("data", "fsdp") axes, the model and the
         cache as `rules` say (default `sharding.DEFAULT_RULES`); no mesh: default placement.
       decode_window: the first attention window past the prompt (see `decode_windows`); None
@@ -328,18 +350,21 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
     """
     strategy = Strategy(float(temperature), top_k, top_p)
     stop_tokens = validate_settings(config, max_new_tokens, n, strategy, stop_tokens)
-    _validate_batch(config, prompt_tokens, prompt_lengths, token_limits, max_new_tokens, mesh)
+    validate_batch(config, prompt_tokens, prompt_lengths, token_limits, prompt_ids,
+                    max_new_tokens, mesh)
     if mesh is not None:
         rules = sharding.validate_rules(sharding.DEFAULT_RULES if rules is None else rules, mesh)
     if token_limits is None:
         token_limits = np.full((np.shape(prompt_tokens)[0],), max_new_tokens, np.int32)
+    if prompt_ids is None:
+        prompt_ids = np.arange(np.shape(prompt_tokens)[0], dtype=np.int32)
     if decode_window is not None and not (isinstance(decode_window, (int, np.integer))
                                           and decode_window >= 1):
         raise ValueError(f"decode_window must be an int >= 1 or None, got {decode_window!r}.")
     fn = _compiled(config, int(max_new_tokens), int(n), strategy, stop_tokens, mesh, rules,
                    decode_window)
     if mesh is not None:  # Host arrays hold the whole batch; each process places its rows.
-        prompt_tokens, prompt_lengths, token_limits = (
+        prompt_tokens, prompt_lengths, token_limits, prompt_ids = (
             x if isinstance(x, jax.Array) else sharding.global_batch_from_whole(x, mesh)
-            for x in (prompt_tokens, prompt_lengths, token_limits))
-    return fn(params, prompt_tokens, prompt_lengths, token_limits, rng)
+            for x in (prompt_tokens, prompt_lengths, token_limits, prompt_ids))
+    return fn(params, prompt_tokens, prompt_lengths, token_limits, prompt_ids, rng)

@@ -120,13 +120,32 @@ def argmax(logits: jax.Array) -> jax.Array:
     return jnp.minimum(first, vocab - 1)  # A row of NaNs has no maximum; keep the id in range.
 
 
-def sample(logits: jax.Array, rng: jax.Array, strategy: Strategy) -> jax.Array:
-    """int32[N] next tokens for float32[N, V] logits; rows draw independent samples from one key.
+def sample(logits: jax.Array, rngs: jax.Array, strategy: Strategy) -> jax.Array:
+    """int32[N] next tokens for float32[N, V] logits, row i drawn with its own key rngs[i].
 
-    Sampling is the Gumbel-max trick, as in `jax.random.categorical` (same draws for the same
-    key), with the faster `argmax`.
+    One key per row (not one for the batch) makes a row's draw independent of which rows it is
+    batched with: see `sample_keys`. Sampling is the Gumbel-max trick, as in
+    `jax.random.categorical` (the same draws for the same key), with the faster `argmax`.
     """
     if strategy.greedy:
         return argmax(logits)
-    noise = jax.random.gumbel(rng, logits.shape, logits.dtype)
+    noise = jax.vmap(lambda key: jax.random.gumbel(key, logits.shape[1:], logits.dtype))(rngs)
     return argmax(sampling_logits(logits, strategy) + noise)
+
+
+def sample_keys(rng: jax.Array, prompt_ids: jax.Array, n: int) -> jax.Array:
+    """key[B * n]: the key of sample j of prompt prompt_ids[b] at row b * n + j (prompt-major).
+
+    A sample's randomness is a function of (rng, prompt id, sample index) only, and its t-th
+    token's of `step_keys(...)` at t: the same completion whether the sample is drawn alone,
+    in a static batch of any size or order, or in whichever slot continuous batching gives it.
+    """
+    ids = jnp.repeat(jnp.asarray(prompt_ids, jnp.int32), n)
+    index = jnp.tile(jnp.arange(n, dtype=jnp.int32), ids.shape[0] // n)
+    return jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(ids, index)
+
+
+def step_keys(keys: jax.Array, steps: jax.Array) -> jax.Array:
+    """key[N]: the keys of token number steps (int32[] or int32[N]) of the samples `keys`."""
+    steps = jnp.broadcast_to(jnp.asarray(steps, jnp.int32), keys.shape)
+    return jax.vmap(jax.random.fold_in)(keys, steps)

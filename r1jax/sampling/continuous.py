@@ -1,0 +1,296 @@
+"""Continuous batching: a fixed number of decode slots, each refilled as soon as its sample ends.
+
+A static batch decodes until its longest completion ends, so with lengths that vary widely most
+rows idle once the short answers finish. Here samples (prompt i, sample j) wait in a queue and
+a short host loop drives two jitted programs of static shapes:
+
+    refill   the next waiting samples' prompts are prefilled (R rows, R a power of two, all at
+             the longest prompt's bucket width) straight into the free slots' rows of the
+             cache, and their first token is drawn
+    decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
+             `refill_at` slots are done (a stop token, or the sample's own token limit)
+    collect  the finished slots' tokens and logprobs go back to the host; the slots are free
+
+Layout: slot s's cache row holds its prompt left-padded in columns [0, P) and its t-th new
+token in column P + t, so rows sit at different points
+of their sequences and the cache has one write index per row (`models.forward` with
+cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
+tokens for the chunk (`sampler.decode_windows`' sizes), as the static sampler does.
+
+Samples do not depend on the batching: sample j of prompt i draws token t with the key
+`step_keys(sample_keys(rng, [i], n)[j], t)`, as `sampler.sample_batch` does, so the same seed,
+prompt id and sample index give the same tokens whichever slot, batch or order the sample gets
+(logprobs agree to float32 rounding: padded widths and attention windows change the order of
+a few sums).
+
+The cache and the other slot arrays are donated to each call, so they are updated in place.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import models
+from r1jax.sampling import sampler, strategies
+from r1jax.sampling.prompts import bucket_width, pad_prompts
+from r1jax.sampling.strategies import Strategy
+
+DEFAULT_CHUNK = 64  # Decode steps per call at most: windows can grow between calls.
+
+
+@flax.struct.dataclass
+class Slots:
+    """The device state of S decode slots (M = max_new_tokens, C = cache slots per row).
+
+    Attributes:
+      cache: models cache with "k", "v" [L, S, C, K, D], "valid" bool[S, C], "index" int32[S].
+      keys: key[S] the slot's sample key (`strategies.sample_keys`).
+      start: int32[S] cache column of the slot's first new token (its prompt's padded width).
+      prompt_length: int32[S] real prompt tokens (the first new token's position).
+      step: int32[S] tokens generated so far.
+      limit: int32[S] the sample's token budget.
+      last_token: int32[S] the token to feed next.
+      tokens: int32[S, M]; logprobs: float32[S, M] the slot's completion so far (0 after it).
+      done: bool[S] finished, or empty; stopped: bool[S] finished by a stop token.
+    """
+
+    cache: dict
+    keys: jax.Array
+    start: jax.Array
+    prompt_length: jax.Array
+    step: jax.Array
+    limit: jax.Array
+    last_token: jax.Array
+    tokens: jax.Array
+    logprobs: jax.Array
+    done: jax.Array
+    stopped: jax.Array
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
+                max_new_tokens: int) -> Slots:
+    """S empty (done) slots with a cache of cache_len columns per row; compiled, so that every
+    field is a buffer of its own (they are donated)."""
+    cache = models.init_cache(config, num_slots, cache_len)
+    zeros = jnp.zeros((num_slots,), jnp.int32)
+    return Slots(cache={**cache, "index": zeros},
+                 keys=jax.random.split(jax.random.key(0), num_slots), start=zeros,
+                 prompt_length=zeros, step=zeros, limit=zeros, last_token=zeros,
+                 tokens=jnp.zeros((num_slots, max_new_tokens), jnp.int32),
+                 logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
+                 done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool))
+
+
+def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits: jax.Array,
+           keys: jax.Array, slot_ids: jax.Array, *, config: models.ModelConfig,
+           strategy: Strategy, stop_tokens: tuple[int, ...]) -> Slots:
+    """Prefills R new samples into slots slot_ids and draws their first tokens.
+
+    prompts: int32[R, w] left-padded; lengths, limits: int32[R]; keys: key[R] the samples'
+    keys; slot_ids: int32[R], S (out of range) for padding rows, which change nothing.
+    """
+    rows, width = prompts.shape
+    cache_len = slots.cache["k"].shape[2]
+    logits, cache = sampler.prefill(config, params, prompts, lengths, cache_len)
+    token, logprob, stopped = sampler.choose(logits, keys, 0, jnp.ones((rows,), bool), strategy,
+                                             sampler.stop_array(stop_tokens))
+
+    def put(old, new, axis=0):
+        index = (slice(None),) * axis + (slot_ids,)
+        return old.at[index].set(new, mode="drop")
+
+    max_new = slots.tokens.shape[1]
+    return Slots(
+        cache={"k": put(slots.cache["k"], cache["k"], 1), "v": put(slots.cache["v"], cache["v"], 1),
+               "valid": put(slots.cache["valid"], cache["valid"]),
+               "index": put(slots.cache["index"], jnp.full((rows,), width, jnp.int32))},
+        keys=put(slots.keys, keys), start=put(slots.start, jnp.full((rows,), width, jnp.int32)),
+        prompt_length=put(slots.prompt_length, lengths),
+        step=put(slots.step, jnp.ones((rows,), jnp.int32)), limit=put(slots.limit, limits),
+        last_token=put(slots.last_token, token),
+        tokens=put(slots.tokens, jnp.zeros((rows, max_new), jnp.int32).at[:, 0].set(token)),
+        logprobs=put(slots.logprobs,
+                     jnp.zeros((rows, max_new), jnp.float32).at[:, 0].set(logprob)),
+        done=put(slots.done, stopped | (limits <= 1)), stopped=put(slots.stopped, stopped))
+
+
+def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelConfig,
+           strategy: Strategy, stop_tokens: tuple[int, ...], chunk: int,
+           window: int | None) -> Slots:
+    """Decodes every unfinished slot for up to `chunk` steps, or until `refill_at` are done.
+
+    window: static; attend to the cache's first `window` columns (None: all), which must hold
+    every active slot's tokens for the whole chunk (start + step + chunk - 1 <= window).
+    """
+    num_slots, max_new = slots.tokens.shape
+    cache_len = slots.cache["k"].shape[2]
+    stops = sampler.stop_array(stop_tokens)
+    rows = jnp.arange(num_slots)
+
+    def unfinished(carry):
+        i, slots = carry
+        return (i < chunk) & (jnp.sum(slots.done) < refill_at) & ~jnp.all(slots.done)
+
+    def step(carry):
+        i, slots = carry
+        active = ~slots.done
+        # The token drawn at step - 1 sits at position prompt_length + step - 1 of its sequence
+        # and in column start + step - 1 of its row; finished rows write harmlessly in place.
+        index = jnp.minimum(slots.start + slots.step - 1, cache_len - 1)
+        logits, cache = sampler.decode_step(
+            config, params, slots.last_token, slots.prompt_length + slots.step - 1,
+            {**slots.cache, "index": index}, window)
+        token, logprob, stopped = sampler.choose(logits, slots.keys, slots.step, active,
+                                                 strategy, stops)
+        column = jnp.where(active, slots.step, max_new)  # Out of range: dropped.
+        step = slots.step + active.astype(jnp.int32)
+        return i + 1, slots.replace(
+            cache=cache, step=step, last_token=jnp.where(active, token, slots.last_token),
+            tokens=slots.tokens.at[rows, column].set(token, mode="drop"),
+            logprobs=slots.logprobs.at[rows, column].set(logprob, mode="drop"),
+            done=slots.done | stopped | (step >= slots.limit), stopped=slots.stopped | stopped)
+
+    return jax.lax.while_loop(unfinished, step, (jnp.zeros((), jnp.int32), slots))[1]
+
+
+@functools.cache
+def _programs(config, strategy, stop_tokens, chunk):
+    """The jitted refill and decode for one static setting (jit keeps one executable per
+    shape and window); the slots are donated so the cache is updated in place."""
+    settings = dict(config=config, strategy=strategy, stop_tokens=stop_tokens)
+    return (jax.jit(functools.partial(refill, **settings), donate_argnums=1),
+            jax.jit(functools.partial(decode, chunk=chunk, **settings), donate_argnums=1,
+                    static_argnames="window"))
+
+
+def _rows(count: int, num_slots: int) -> int:
+    """Rows of a refill call for `count` samples: a power of two, at most num_slots."""
+    return min(1 << (count - 1).bit_length(), num_slots)
+
+
+def _window(windows: Sequence[int], needed: int) -> int | None:
+    """The smallest window of `windows` holding `needed` columns; None (all) if none does."""
+    return next((w for w in windows if w >= needed), None)
+
+
+def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]],
+                   rng: jax.Array, *, max_new_tokens: int, budgets: Sequence[int],
+                   prompt_ids: Sequence[int], n: int, strategy: Strategy,
+                   stop_tokens: tuple[int, ...], num_slots: int, chunk: int = DEFAULT_CHUNK,
+                   refill_at: int = 1, on_done=None) -> sampler.SampleOutput:
+    """Samples n completions of each prompt through num_slots continuously refilled slots.
+
+    Settings are validated by the callers (`sample_continuous`, `generate`).
+
+    Args:
+      prompts: token-id lists, each non-empty; budgets: each one's token limit (<= M);
+        prompt_ids: each one's id for the key derivation (see `strategies.sample_keys`).
+      max_new_tokens: M, the output width.
+      num_slots: S, the samples decoded together.
+      chunk: most decode steps per call.
+      refill_at: while samples wait, decoding returns to the host once this many slots are
+        free (1: at once; larger amortises a refill call over more rows).
+      on_done: called with the number of samples finished at each return to the host.
+    Returns:
+      SampleOutput (numpy) of len(prompts) * n rows, prompt-major.
+    """
+    widest = bucket_width(max(len(p) for p in prompts), config.max_seq_len)
+    cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
+    windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
+                                                    sampler.DECODE_WINDOW)]
+    refill_fn, decode_fn = _programs(config, strategy, stop_tokens, chunk)
+    keys = strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)
+    total = len(prompts) * n
+    out_tokens = np.zeros((total, max_new_tokens), np.int32)
+    out_logprobs = np.zeros((total, max_new_tokens), np.float32)
+    out_lengths = np.zeros((total,), np.int32)
+    out_stopped = np.zeros((total,), bool)
+
+    slots = empty_slots(config, num_slots, cache_len, max_new_tokens)
+    owner = [None] * num_slots  # The sample each slot decodes.
+    waiting = list(range(total))[::-1]  # Popped from the end: sample 0 first.
+    progress = np.zeros((num_slots,), np.int32)  # start + step of each slot, as last seen.
+    while waiting or any(o is not None for o in owner):
+        free = [s for s in range(num_slots) if owner[s] is None]
+        if waiting and free:
+            new = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
+            rows = _rows(len(new), num_slots)
+            # One width for every refill: a handful of compiled refills (one per row count),
+            # for some prefill spent on padding.
+            tokens, lengths = pad_prompts([prompts[i // n] for i in new], widest, rows)
+            padded = new + [new[0]] * (rows - len(new))
+            slot_ids = np.full((rows,), num_slots, np.int32)
+            slot_ids[:len(new)] = free[:len(new)]
+            slots = refill_fn(params, slots, tokens, lengths,
+                              np.array([budgets[i // n] for i in padded], np.int32),
+                              keys[np.array(padded)], slot_ids)
+            for s, i in zip(free, new):
+                owner[s] = i
+                progress[s] = widest + 1
+        needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
+        threshold = min(refill_at, len(waiting)) if waiting else num_slots
+        slots = decode_fn(params, slots, np.int32(threshold), window=_window(windows, needed))
+        done, step, start = jax.device_get((slots.done, slots.step, slots.start))
+        progress = start + step
+        finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]
+        if finished:
+            tokens, logprobs, stopped = jax.device_get((slots.tokens, slots.logprobs,
+                                                        slots.stopped))
+            for s in finished:
+                i, length = owner[s], step[s]
+                out_tokens[i, :length] = tokens[s, :length]
+                out_logprobs[i, :length] = logprobs[s, :length]
+                out_lengths[i], out_stopped[i] = length, stopped[s]
+                owner[s] = None
+            if on_done is not None:
+                on_done(len(finished))
+    mask = np.arange(max_new_tokens)[None, :] < out_lengths[:, None]
+    return sampler.SampleOutput(tokens=out_tokens, logprobs=out_logprobs, mask=mask,
+                                lengths=out_lengths, finished_by_stop=out_stopped)
+
+
+def sample_continuous(config: models.ModelConfig, params, prompt_tokens, prompt_lengths,
+                      rng: jax.Array, *, max_new_tokens: int, n: int = 1,
+                      temperature: float = 0.0, top_k: int | None = None,
+                      top_p: float | None = None, stop_tokens: Sequence[int] = (),
+                      token_limits=None, prompt_ids=None,
+                      num_slots: int = 64, chunk: int = DEFAULT_CHUNK,
+                      refill_at: int = 1) -> sampler.SampleOutput:
+    """`sampler.sample_batch`'s inputs and outputs, sampled with continuous batching.
+
+    The same arguments give the same tokens as `sample_batch` (logprobs to float32 rounding),
+    so a caller switches by calling this instead. Inputs are host arrays (numpy): the host
+    loop reads the prompts. One device, default placement (no mesh).
+
+    Args:
+      prompt_tokens, prompt_lengths, rng, max_new_tokens, n, temperature, top_k, top_p,
+        stop_tokens, token_limits, prompt_ids: as in `sampler.sample_batch` (left-padded
+        int32[B, P] prompts).
+      num_slots: samples decoded together (the decode batch).
+      chunk, refill_at: see `sample_prompts`.
+    Returns:
+      SampleOutput (numpy arrays) with B * n rows, the n completions of prompt 0 first.
+    """
+    for name, value in (("num_slots", num_slots), ("chunk", chunk), ("refill_at", refill_at)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    strategy = Strategy(float(temperature), top_k, top_p)
+    stop_tokens = sampler.validate_settings(config, max_new_tokens, n, strategy, stop_tokens)
+    sampler.validate_batch(config, prompt_tokens, prompt_lengths, token_limits, prompt_ids,
+                           max_new_tokens, None)
+    tokens, lengths = np.asarray(prompt_tokens), np.asarray(prompt_lengths)
+    width = tokens.shape[1]
+    prompts = [row[width - length:] for row, length in zip(tokens.tolist(), lengths.tolist())]
+    budgets = (np.full((len(prompts),), max_new_tokens) if token_limits is None
+               else np.asarray(token_limits)).tolist()
+    ids = np.arange(len(prompts)) if prompt_ids is None else np.asarray(prompt_ids)
+    return sample_prompts(config, params, prompts, rng, max_new_tokens=int(max_new_tokens),
+                          budgets=budgets, prompt_ids=ids.tolist(), n=int(n), strategy=strategy,
+                          stop_tokens=stop_tokens, num_slots=int(num_slots), chunk=int(chunk),
+                          refill_at=int(refill_at))
