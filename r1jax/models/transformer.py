@@ -76,6 +76,7 @@ class Transformer(nn.Module):
 
     cache_window: attend to the cache's first cache_window slots only (None: all of them).
     MoE layers' RouterStats ([L_moe, ...]) are sown into the "intermediates" collection.
+    return_hidden: return the final normed hidden states [B, T, E] instead of logits.
     """
 
     config: ModelConfig
@@ -84,7 +85,8 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
                  cache: Optional[dict] = None, cache_index: Optional[jax.Array] = None,
-                 logits_start: int = 0, token_valid: Optional[jax.Array] = None):
+                 logits_start: int = 0, token_valid: Optional[jax.Array] = None,
+                 return_hidden: bool = False):
         cfg = self.config
         embedding = annotated_param(self, "embedding", (cfg.vocab_size, cfg.embed_dim),
                                     ("vocab", "embed"), cfg.param_dtype,
@@ -114,6 +116,8 @@ class Transformer(nn.Module):
         else:
             head = annotated_param(self, "lm_head", (cfg.embed_dim, cfg.vocab_size),
                                    ("embed", "vocab"), cfg.param_dtype)
+        if return_hidden:
+            return x, kv
         logits = jnp.dot(x, head.astype(cfg.dtype), preferred_element_type=jnp.float32)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits, kv
@@ -164,7 +168,7 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array,
 
 
 def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, logits_start,
-           cache_window, collect_router_stats: bool):
+           cache_window, collect_router_stats: bool, return_hidden: bool = False):
     """(logits, new cache or None, router stats or None): see `forward`."""
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
@@ -173,11 +177,11 @@ def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, l
     if cache is None:
         out = model.apply({"params": params}, tokens, positions, attention_mask(segment_ids),
                           logits_start=logits_start, token_valid=segment_ids != 0,
-                          mutable=mutable)
+                          return_hidden=return_hidden, mutable=mutable)
     else:
         mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
         out = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
-                          logits_start, segment_ids != 0, mutable=mutable)
+                          logits_start, segment_ids != 0, return_hidden, mutable=mutable)
     (logits, kv), variables = out if collect_router_stats else (out, {})
     stats = variables.get("intermediates", {}).get("router_stats", (None,))[0]
     if cache is None:
@@ -187,7 +191,8 @@ def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, l
 
 def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array,
             segment_ids: Optional[jax.Array] = None, cache: Optional[dict] = None,
-            logits_start: int = 0, cache_window: Optional[int] = None):
+            logits_start: int = 0, cache_window: Optional[int] = None,
+            return_hidden: bool = False):
     """The model as a pure function.
 
     Args:
@@ -199,11 +204,14 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
       cache_window: static; attention reads only the cache's first cache_window slots, which
         must hold every token written so far and the T new ones (index + T <= cache_window).
         Decoding early in a long budget then skips the empty slots' work and memory reads.
+      return_hidden: static; return the final normed hidden states [B, T - logits_start, E] in
+        place of the logits (a reward model's scalar head reads them).
     Returns:
       (logits float32[B, T - logits_start, V], new cache or None).
     """
     logits, cache, _ = _apply(config, params, tokens, positions, segment_ids, cache, logits_start,
-                              cache_window, collect_router_stats=False)
+                              cache_window, collect_router_stats=False,
+                              return_hidden=return_hidden)
     return logits, cache
 
 
