@@ -24,11 +24,10 @@ from r1jax.data import pairs as pairs_lib
 from r1jax.data.pairs import PairBatch
 from r1jax.losses.reward_model import bradley_terry_loss
 from r1jax.models import reward_model as rm
+from r1jax.rewards.reward_model import INFO_FILE
 from r1jax.train import metrics as metrics_lib, run as run_lib, step as step_lib
 
 log = logging.getLogger("r1jax")
-
-INFO_FILE = "reward_model.json"
 
 
 def pair_rewards(model_config, params, batch: PairBatch) -> jax.Array:
