@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from configs import reward_model as rm_configs
+from launch import evaluate_rm
 from r1jax import rewards
 from r1jax.data import pairs
+from r1jax.eval import preference
 from r1jax.rewards.reward_model import final_answer
 from r1jax.train import reward_model
 
@@ -55,6 +57,8 @@ def test_tiny_reward_model_fits_pairs_and_scores_them_as_a_reward(tmp_path):
     thought = [f"<think>{r}</think>{c}" for c, r in zip([p["chosen"] for p in PAIRS],
                                                         [p["rejected"] for p in PAIRS])]
     np.testing.assert_allclose(helpful(prompts, thought), chosen, rtol=1e-5, atol=1e-5)
+    summary = evaluate_rm.evaluate(workdir, PAIRS, apply_to="response", batch_size=8)
+    assert summary["pair_accuracy"] == 1.0 and summary["longer_wins_accuracy"] == 0.5
 
 
 def test_final_answer_strips_the_reasoning():
@@ -82,3 +86,13 @@ def test_hh_rlhf_prompts_become_chat_turns():
     assert pairs.prompt_messages(prompt) == [
         {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Help me?"}]
+
+
+def test_pair_metrics_against_hand_counts():
+    rewards = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 0.0]])
+    lengths = np.array([[10, 5], [10, 9], [3, 10], [5, 5]])
+    m = preference.pair_metrics(rewards, lengths)
+    assert m["pair_accuracy"] == 0.5 and m["margin"] == 0.25
+    assert m["longer_wins_accuracy"] == 0.5  # pairs 0 and 1
+    assert m["similar_length_pairs"] == 2 and m["similar_length_pair_accuracy"] == 0.0
+    assert "similar_length_pair_accuracy" not in preference.pair_metrics(rewards[:1], lengths[:1])

@@ -12,7 +12,8 @@ and the model scores both sides in one forward pass of 2P rows.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.struct
 import numpy as np
@@ -34,7 +35,7 @@ class PairBatch:
     def num_pairs(self) -> int:
         return self.tokens.shape[0]
 
-    def take(self, pairs) -> "PairBatch":
+    def take(self, pairs) -> PairBatch:
         """The pairs `pairs` (int[M] or a slice)."""
         return PairBatch(np.asarray(self.tokens)[pairs], np.asarray(self.lengths)[pairs])
 

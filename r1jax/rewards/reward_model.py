@@ -13,14 +13,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
 from r1jax import checkpoint, sharding
 from r1jax.data import pairs
-from r1jax.models import load_tokenizer, reward_model as rm
+from r1jax.models import load_tokenizer
+from r1jax.models import reward_model as rm
 from r1jax.rewards.format import THINK_CLOSE
 
 APPLY_TO = ("final_answer", "response")

@@ -22,10 +22,13 @@ import numpy as np
 from r1jax import data, distributed, sharding
 from r1jax.data import pairs as pairs_lib
 from r1jax.data.pairs import PairBatch
+from r1jax.eval import preference
 from r1jax.losses.reward_model import bradley_terry_loss
 from r1jax.models import reward_model as rm
 from r1jax.rewards.reward_model import INFO_FILE
-from r1jax.train import metrics as metrics_lib, run as run_lib, step as step_lib
+from r1jax.train import metrics as metrics_lib
+from r1jax.train import run as run_lib
+from r1jax.train import step as step_lib
 
 log = logging.getLogger("r1jax")
 
@@ -68,30 +71,28 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int):
     run_lib.validate_common(config)
 
 
-def load_pairs(config, tokenizer, split: str, limit: int | None = None) -> PairBatch:
-    """The valid pairs of one split, tokenised (see r1jax.data.pairs)."""
+def load_pairs(config, tokenizer, split: str,
+               limit: int | None = None) -> tuple[PairBatch, np.ndarray]:
+    """The valid pairs of one split, tokenised (see r1jax.data.pairs), and int[P, 2] the
+    characters of their chosen and rejected responses (for the length baselines)."""
     records = data.open_split(config.data, split, limit)
     records = pairs_lib.valid_pairs(records, invalid=config.reward_model.invalid_pairs,
                                     source=f"data set {config.data.name!r} split {split!r}")
     batch, stats = pairs_lib.tokenize_pairs(records, tokenizer, config.reward_model.seq_len)
     log.info("Reward model %s split: %s", split, stats)
-    return batch
+    return batch, np.array([[len(r["chosen"]), len(r["rejected"])] for r in records])
 
 
 def held_out_rewards(run, params, held_out: PairBatch, score) -> np.ndarray:
     """float32[N, 2] rewards of the held-out pairs, scored in batches of batch_size (the last
-    one filled with repeats that are then dropped); every process scores every pair."""
+    one filled with repeats that are then dropped); each process feeds its share of a batch."""
     size, n = run.config.reward_model.batch_size, held_out.num_pairs
+    local = size // jax.process_count()
+    offset = jax.process_index() * local
     out = [np.asarray(score(params, run_lib.global_batch(
-        run, held_out.take(np.arange(i, i + size) % n)))) for i in range(0, n, size)]
+        run, held_out.take(np.arange(i + offset, i + offset + local) % n))))
+        for i in range(0, n, size)]
     return np.concatenate(out)[:n]
-
-
-def held_out_metrics(rewards: np.ndarray) -> dict:
-    """eval_pair_accuracy, eval_margin and the rewards' mean and std over both sides."""
-    diff = rewards[:, 0] - rewards[:, 1]
-    return {"eval_pair_accuracy": float((diff > 0).mean()), "eval_margin": float(diff.mean()),
-            "eval_reward_mean": float(rewards.mean()), "eval_reward_std": float(rewards.std())}
 
 
 def write_info(run, metrics: dict):
@@ -119,10 +120,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = run_lib.start(config, workdir, validate_config)
     run = dataclasses.replace(
         run, param_shardings=rm.param_shardings(run.model_config, run.mesh, run.rules))
-    train_pairs = load_pairs(config, run.tokenizer, config.data.train_split,
-                             rc.max_train_pairs or None)
-    held_out = (load_pairs(config, run.tokenizer, config.data.eval_split, rc.eval_pairs)
-                if rc.eval_pairs else None)
+    train_pairs, _ = load_pairs(config, run.tokenizer, config.data.train_split,
+                                rc.max_train_pairs or None)
+    held_out, held_out_lengths = (load_pairs(config, run.tokenizer, config.data.eval_split,
+                                             rc.eval_pairs) if rc.eval_pairs else (None, None))
     iterator = data.BatchIterator(
         list(range(train_pairs.num_pairs)), global_batch_size=rc.batch_size,
         seed=config.data.seed, process_index=jax.process_index(),
@@ -141,8 +142,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 replicated_output=True)
 
     def evaluate(params) -> dict:
-        return ({} if held_out is None else
-                held_out_metrics(held_out_rewards(run, params, held_out, score)))
+        if held_out is None:
+            return {}
+        rewards = held_out_rewards(run, params, held_out, score)
+        return {f"eval_{k}": v for k, v in
+                preference.pair_metrics(rewards, held_out_lengths).items()}
 
     if step == 0:
         run.writer.log(0, evaluate(state.params), tc.num_steps)
