@@ -1,17 +1,21 @@
 """The reward-model stage through launch.train on its tiny config: what a run writes, and a run
 SIGKILLed after its first checkpoint and restarted ending exactly where an uninterrupted one does."""
 import json
-import os
-import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
 
 from r1jax import checkpoint
 from r1jax.models import reward_model as rm
-from tests.test_train_runs import ROOT, _command, _env, _metrics, _without_timings
+from tests.test_train_runs import (
+    ROOT,
+    _command,
+    _env,
+    _metrics,
+    _without_timings,
+    kill_after_first_checkpoint_and_restart,
+)
 
 CONFIG = "configs/reward_model.py:tiny"
 
@@ -29,17 +33,7 @@ def test_tiny_reward_model_run_logs_pairs_and_resumes_exactly_after_sigkill(tmp_
     with open(straight / "reward_model.json") as f:
         assert json.load(f)["reward_std"] == rows[-1]["eval_reward_std"]
 
-    process = subprocess.Popen(_command(CONFIG, killed), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_checkpoint = min(int(s) for s in os.listdir(straight / "checkpoints") if s.isdigit())
-    deadline = time.time() + 600
-    while checkpoint.latest_step(str(killed)) != first_checkpoint:
-        assert process.poll() is None and time.time() < deadline, "run ended before its checkpoint"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    subprocess.run(_command(CONFIG, killed), cwd=ROOT, env=env, check=True, timeout=600,
-                   capture_output=True)
+    kill_after_first_checkpoint_and_restart(CONFIG, straight, killed, env)
 
     a = checkpoint.restore_params(str(straight), shapes=rm.abstract_params)[1]
     b = checkpoint.restore_params(str(killed), shapes=rm.abstract_params)[1]
