@@ -3,7 +3,8 @@ r"""Evaluates a reward model on preference pairs: pair accuracy beside the longe
   python -m launch.evaluate_rm --model=WORKDIR --data=pairs.jsonl --output_dir=/tmp/rm_eval \
       [--limit=500] [--apply_to=response]
 
---model is a reward-model workdir written by `launch.train --config=configs/reward_model.py`.
+--model is a reward-model workdir written by `launch.train --config=configs/reward_model.py`, or a
+HF *ForSequenceClassification directory with num_labels=1.
 --data is a preference JSONL: {prompt, chosen, rejected} lines or HH-RLHF dialogues; pairs with an
 empty or identical side are skipped (and counted). Writes OUTPUT_DIR/summary.json: num_pairs,
 skipped_pairs and r1jax.eval.preference.pair_metrics (pair_accuracy, longer_wins_accuracy,
@@ -19,7 +20,7 @@ from r1jax import rewards
 from r1jax.data import jsonl, pairs
 from r1jax.eval import preference
 
-_MODEL = flags.DEFINE_string("model", None, "A reward-model workdir.")
+_MODEL = flags.DEFINE_string("model", None, "A reward-model workdir or HF directory.")
 _DATA = flags.DEFINE_string("data", None, "A preference .jsonl file.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where summary.json goes.")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Score the first LIMIT valid pairs (0: all).")

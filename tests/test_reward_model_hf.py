@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers
 
+from r1jax import rewards
 from r1jax.data import pairs
 from r1jax.models import init_params, preset, save_pretrained
 from r1jax.models import reward_model as rm
@@ -69,3 +70,14 @@ def test_a_causal_lm_is_not_a_reward_model(tmp_path, tokenizer):
                     str(tmp_path / "lm"))
     with pytest.raises(ValueError, match="is not a reward model.*ForCausalLM"):
         rm.load_pretrained(str(tmp_path / "lm"))
+
+
+def test_a_hf_reward_model_directory_is_a_reward(tmp_path, tokenizer):
+    config = preset("tiny_llama", vocab_size=len(tokenizer))
+    params = {"backbone": jax.device_get(init_params(config, jax.random.key(0))),
+              "head": rm.init_head(config, seed=1)}
+    rm.save_pretrained(config, params, str(tmp_path / "hf"), tokenizer)
+    tokens, lengths, _ = pairs.sequences(PROMPTS, RESPONSES, tokenizer, config.max_seq_len)
+    expected = np.asarray(rm.rewards(config, params, tokens, lengths))
+    score = rewards.get("reward_model", path=str(tmp_path / "hf"), apply_to="response")
+    np.testing.assert_allclose(score(PROMPTS, RESPONSES), expected, atol=1e-5, rtol=1e-5)

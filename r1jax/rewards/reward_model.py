@@ -25,6 +25,9 @@ from r1jax.models import reward_model as rm
 from r1jax.rewards.format import THINK_CLOSE
 
 APPLY_TO = ("final_answer", "response")
+# Tokens a HF reward model reads unless `seq_len` says: rows are padded to it, so the model's own
+# context (32k and more) would cost every batch that much.
+HF_SEQ_LEN = 2048
 INFO_FILE = "reward_model.json"  # written by r1jax.train.reward_model
 
 
@@ -35,44 +38,62 @@ def final_answer(completion: str) -> str:
 
 
 def read_info(path: str) -> dict:
-    """WORKDIR/reward_model.json; a path that has none is not a reward model."""
+    """WORKDIR/reward_model.json; a workdir that has none is not a reward model."""
     info_path = os.path.join(path, INFO_FILE)
     if not os.path.isfile(info_path):
         raise ValueError(f"reward_model path={path!r} is not a reward model: it has no "
-                         f"{INFO_FILE} (written by launch.train with configs/reward_model.py).")
+                         f"{INFO_FILE} (written by launch.train with configs/reward_model.py) "
+                         "and no config.json (a HF *ForSequenceClassification directory).")
     with open(info_path) as f:
         return json.load(f)
+
+
+def read_model(path: str) -> tuple[object, dict, str, dict]:
+    """(model config, host params, tokenizer path, info) of a reward-model workdir (newest
+    checkpoint) or a HF *ForSequenceClassification directory (whose rewards are not normalised:
+    mean 0, std 1)."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        config, params = rm.load_pretrained(path)
+        return config, params, path, {"seq_len": min(config.max_seq_len, HF_SEQ_LEN),
+                                      "reward_mean": 0.0,
+                                      "reward_std": 1.0}
+    info = read_info(path)
+    config, params = checkpoint.restore_params(path, shapes=rm.abstract_params)
+    return config, params, os.path.join(path, checkpoint.TOKENIZER_DIR), info
 
 
 @functools.lru_cache(maxsize=4)
 def load(path: str) -> tuple[Callable, object, dict]:
     """(score(tokens int32[B, T], lengths int32[B]) -> float32[B], tokenizer, info) of the
-    newest checkpoint of a reward-model workdir, sharded over this process's devices."""
-    info = read_info(path)
+    reward model at `path` (see `read_model`), sharded over this process's devices."""
+    config, params, tokenizer_path, info = read_model(path)
     devices = jax.local_devices()
     mesh = sharding.make_mesh({"fsdp": len(devices)}, devices)
     rules = sharding.DEFAULT_RULES
-    config, params = checkpoint.restore_params(path, shapes=rm.abstract_params)
     shardings = rm.param_shardings(config, mesh, rules)
     params = jax.device_put(params, shardings)
     batch = sharding.batch_sharding(mesh, ndim=1)
     score = sharding.sharded_jit(functools.partial(rm.rewards, config), mesh, rules,
                                  in_shardings=(shardings, batch, batch),
                                  out_shardings=sharding.replicated(mesh))
-    tokenizer = load_tokenizer(os.path.join(path, checkpoint.TOKENIZER_DIR))
+    tokenizer = load_tokenizer(tokenizer_path)
     return functools.partial(score, params), tokenizer, {**info, "devices": len(devices)}
 
 
 def reward_model(prompts: list[str], completions: list[str], *, path: str,
                  apply_to: str = "final_answer", normalize: bool = False, batch_size: int = 16,
-                 question: Sequence[str] | None = None, **fields) -> list[float]:
-    """N rewards of the reward model in workdir `path` (see the module docstring).
+                 seq_len: int = 0, question: Sequence[str] | None = None,
+                 **fields) -> list[float]:
+    """N rewards of the reward model at `path`: a reward-model workdir or a HF
+    *ForSequenceClassification directory (see the module docstring).
 
     Args:
       apply_to: "final_answer" (the text after </think>) or "response" (all of it).
       normalize: (r − mean) / std with the model's held-out mean and std (reward_model.json), so
         several reward models and rule rewards can be weighted together.
       batch_size: rows per forward pass (rounded up to a multiple of the local devices).
+      seq_len: tokens per row (longer renderings keep their end); 0: the model's training
+        seq_len (reward_model.json), or HF_SEQ_LEN for a HF directory.
       question: optional N questions before templating, shown to the model as the user's turn.
     """
     if apply_to not in APPLY_TO:
@@ -80,7 +101,7 @@ def reward_model(prompts: list[str], completions: list[str], *, path: str,
     score, tokenizer, info = load(os.path.abspath(path))
     texts = [final_answer(c) if apply_to == "final_answer" else c for c in completions]
     tokens, lengths, _ = pairs.sequences(question if question is not None else prompts, texts,
-                                         tokenizer, info["seq_len"])
+                                         tokenizer, seq_len or info["seq_len"])
     size = -(-batch_size // info["devices"]) * info["devices"]
     out = []
     for start in range(0, len(texts), size):
