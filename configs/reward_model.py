@@ -36,8 +36,8 @@ def _helpful(config: ml_collections.ConfigDict):
 def _tiny(config: ml_collections.ConfigDict):
     config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(),
                         vocab_size=49152, max_seq_len=128)
-    config.data.update(name="hh_rlhf_tiny", input=common.shared_data("hh_rlhf_harmless/pairs.jsonl"),
-                       test_fraction=0.05)
+    config.data.update(name="hh_rlhf_harmless",
+                       input=common.shared_data("hh_rlhf_harmless/pairs.jsonl"))
     config.reward_model.update(seq_len=128, batch_size=8, eval_pairs=8, invalid_pairs="drop",
                                max_train_pairs=64)
     config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
