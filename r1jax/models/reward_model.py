@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from r1jax import sharding
-from r1jax.models import convert, transformer
+from r1jax.models import convert, hf_files, transformer
 from r1jax.models.config import ModelConfig
 
 HEAD_AXES = {"kernel": PartitionSpec("embed", None)}
@@ -82,21 +82,21 @@ def save_pretrained(config: ModelConfig, params: dict, path: str, tokenizer=None
     newline after <|im_end|>).
     """
     convert.save_pretrained(config, params["backbone"], path, tokenizer)
-    with open(os.path.join(path, "config.json")) as f:
+    with open(os.path.join(path, hf_files.CONFIG_FILE)) as f:
         hf = json.load(f)
     hf["architectures"] = [hf["architectures"][0].replace("ForCausalLM",
                                                           "ForSequenceClassification")]
     hf["num_labels"] = 1
     if hf.get("pad_token_id") is None:
         hf["pad_token_id"] = hf.get("eos_token_id")
-    with open(os.path.join(path, "config.json"), "w") as f:
+    with open(os.path.join(path, hf_files.CONFIG_FILE), "w") as f:
         json.dump(hf, f, indent=2)
 
     import safetensors.numpy  # Only an export needs it.
     score = {"score.weight": np.asarray(params["head"]["kernel"]).astype(config.param_dtype).T}
-    index_path = os.path.join(path, "model.safetensors.index.json")
+    index_path = os.path.join(path, hf_files.INDEX_FILE)
     if not os.path.exists(index_path):  # one file (under 2 GiB): transformers reads only it
-        single = os.path.join(path, "model.safetensors")
+        single = os.path.join(path, hf_files.SINGLE_FILE)
         tensors = {**safetensors.numpy.load_file(single), **score}
         tensors.pop("lm_head.weight", None)  # a classifier has no vocabulary projection
         safetensors.numpy.save_file(tensors, single, metadata={"format": "pt"})
@@ -119,7 +119,7 @@ def load_pretrained(path: str, **overrides) -> tuple[ModelConfig, dict]:
     Raises:
       ValueError: the directory's config.json is not a one-label sequence classifier.
     """
-    with open(os.path.join(path, "config.json")) as f:
+    with open(os.path.join(path, hf_files.CONFIG_FILE)) as f:
         hf = json.load(f)
     architecture = (hf.get("architectures") or [""])[0]
     labels = hf.get("num_labels", len(hf.get("id2label") or {"0": ""}))
@@ -128,6 +128,6 @@ def load_pretrained(path: str, **overrides) -> tuple[ModelConfig, dict]:
                          f"{hf.get('architectures')} and {labels} labels; expected a "
                          "*ForSequenceClassification with num_labels=1.")
     config, backbone = convert.load_pretrained_numpy(path, tie_embeddings=True, **overrides)
-    score = convert._SafetensorsSource(path).read("score.weight", "", (1, config.embed_dim))
+    score = hf_files.SafetensorsSource(path).read("score.weight", "", (1, config.embed_dim))
     return config, {"backbone": backbone,
                     "head": {"kernel": score.T.astype(config.param_dtype)}}

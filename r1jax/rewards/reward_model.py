@@ -52,7 +52,7 @@ def read_model(path: str) -> tuple[object, dict, str, dict]:
     """(model config, host params, tokenizer path, info) of a reward-model workdir (newest
     checkpoint) or a HF *ForSequenceClassification directory (whose rewards are not normalised:
     mean 0, std 1)."""
-    if os.path.isfile(os.path.join(path, "config.json")):
+    if os.path.isfile(os.path.join(path, hf_files.CONFIG_FILE)):
         config, params = rm.load_pretrained(path)
         return config, params, path, {"seq_len": min(config.max_seq_len, HF_SEQ_LEN),
                                       "reward_mean": 0.0,

@@ -129,7 +129,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         seed=config.data.seed, process_index=jax.process_index(),
         process_count=jax.process_count())
     schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps)
-    optimizer = run_lib.make_optimizer(config.optimizer, schedule)
+    optimizer = run_lib.make_optimizer(config.optimizer, schedule, run.model_config)
     params = rm.shard_params(run.model_config, initial_backbone(run),
                              rm.init_head(run.model_config, tc.seed), run.mesh, run.rules)
     state = run_lib.init_state(run, optimizer, with_reference=False, params=params)
