@@ -20,7 +20,7 @@ import numpy as np
 
 from r1jax import checkpoint, sharding
 from r1jax.data import pairs
-from r1jax.models import load_tokenizer
+from r1jax.models import hf_files, load_tokenizer
 from r1jax.models import reward_model as rm
 from r1jax.rewards.format import THINK_CLOSE
 
