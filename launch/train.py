@@ -1,4 +1,5 @@
-r"""Trains one stage of the recipe: GRPO (R1-Zero, reasoning RL) or SFT (cold start, distillation).
+r"""Trains one stage of the recipe: GRPO (R1-Zero, reasoning RL), SFT (cold start, distillation)
+or a reward model.
 
     python -m launch.train --config=configs/r1_zero.py[:VARIANT] --workdir=DIR [--config.k=v ...]
 
@@ -15,7 +16,7 @@ from launch import cli
 from r1jax import distributed
 
 FLAGS = flags.FLAGS
-STAGES = ("grpo", "sft")
+STAGES = ("grpo", "sft", "reward_model")
 
 
 def define_flags():
@@ -36,6 +37,8 @@ def main(argv):
         raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}.")
     if config.stage == "grpo":
         from r1jax.train import grpo as trainer
+    elif config.stage == "reward_model":
+        from r1jax.train import reward_model as trainer
     else:
         from r1jax.train import sft as trainer
     trainer.train(config, FLAGS.workdir)

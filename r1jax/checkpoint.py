@@ -331,10 +331,12 @@ def latest_step(workdir: str) -> Optional[int]:
         manager.close()
 
 
-def restore_params(workdir: str, step: Optional[int] = None, shardings=None):
+def restore_params(workdir: str, step: Optional[int] = None, shardings=None, shapes=None):
     """(model_config, params) of checkpoint `step` (default: newest) in an r1jax workdir.
 
     `shardings`, a tree like params of jax.sharding.Sharding, places them; default: device 0.
+    `shapes`, model_config -> a tree of jax.ShapeDtypeStruct, describes params of another form
+    than the policy's (a reward model's backbone and head); default: the policy's.
     """
     from r1jax.models.transformer import abstract_params  # Avoids a models <-> checkpoint cycle.
     import flax.linen as nn
@@ -353,7 +355,7 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None):
                 f"{sorted(manager.all_steps())}.")
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         config = model_config_from_dict(meta["model_config"])
-        shapes = nn.meta.unbox(abstract_params(config))
+        shapes = (shapes or (lambda c: nn.meta.unbox(abstract_params(c))))(config)
         if shardings is None:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
             shardings = jax.tree.map(lambda _: device, shapes)

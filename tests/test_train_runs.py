@@ -39,18 +39,9 @@ def _without_timings(rows):
     return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
 
 
-@pytest.mark.parametrize("config", ["configs/r1_zero.py:tiny", "configs/cold_start_sft.py:tiny"])
-def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
-    env = _env(tmp_path / "data")
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_command(config, straight), cwd=ROOT, env=env, check=True, timeout=600,
-                   capture_output=True)
-    rows = _metrics(straight)
-    num_steps = rows[-1]["step"]
-    assert rows[0]["step"] == 0 and [r["step"] for r in rows[1:]] == list(range(1, num_steps + 1))
-    assert all(np.isfinite(r["loss"]) for r in rows[1:])
-    assert os.listdir(straight / "tensorboard")
-
+def kill_after_first_checkpoint_and_restart(config, straight, killed, env):
+    """Runs `config` in `killed`, SIGKILLs it once it has written the first checkpoint that the
+    finished run in `straight` wrote, and runs it again to the end."""
     process = subprocess.Popen(_command(config, killed), cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = sorted(int(s) for s in os.listdir(straight / "checkpoints")
@@ -63,6 +54,21 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
     process.wait()
     subprocess.run(_command(config, killed), cwd=ROOT, env=env, check=True, timeout=600,
                    capture_output=True)
+
+
+@pytest.mark.parametrize("config", ["configs/r1_zero.py:tiny", "configs/cold_start_sft.py:tiny"])
+def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
+    env = _env(tmp_path / "data")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_command(config, straight), cwd=ROOT, env=env, check=True, timeout=600,
+                   capture_output=True)
+    rows = _metrics(straight)
+    num_steps = rows[-1]["step"]
+    assert rows[0]["step"] == 0 and [r["step"] for r in rows[1:]] == list(range(1, num_steps + 1))
+    assert all(np.isfinite(r["loss"]) for r in rows[1:])
+    assert os.listdir(straight / "tensorboard")
+
+    kill_after_first_checkpoint_and_restart(config, straight, killed, env)
 
     a_config, a = checkpoint.restore_params(str(straight))
     b_config, b = checkpoint.restore_params(str(killed))

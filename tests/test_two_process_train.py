@@ -3,7 +3,7 @@
 Two `python -m launch.train` processes with one CPU device each join through r1jax/distributed.py
 (R1JAX_COORDINATOR / R1JAX_NUM_PROCESSES / R1JAX_PROCESS_ID, a local coordinator) into one
 2-device mesh; one process with two fake devices runs the same mesh alone. Both train a tiny
-config, cold-start SFT or R1-Zero GRPO (sampling, rewards, DAPO group filtering and the
+config, cold-start SFT, a reward model or R1-Zero GRPO (sampling, rewards, DAPO group filtering and the
 held-out evaluation across processes); the metrics in metrics.jsonl (written by process 0 only)
 must agree to 1e-5.
 """
@@ -18,9 +18,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import cold_start_sft, r1_zero
+from configs import cold_start_sft, r1_zero, reward_model
 from r1jax import checkpoint
 from r1jax import data
+from r1jax.models import reward_model as rm
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # An idle 2-core machine needs ~60 s for all three processes together.
@@ -41,7 +42,10 @@ STAGES = {
     "grpo": (r1_zero, ("loss", "reward_mean", "reward/language_consistency", "kl", "entropy",
                        "accuracy", "groups_informative"),
              ["--config.rl.filter_groups=True"]),
+    "reward_model": (reward_model, ("loss", "pair_accuracy", "eval_pair_accuracy"), []),
 }
+# The params' form where it is not the policy's (checkpoint.restore_params' `shapes`).
+PARAM_SHAPES = {"reward_model": rm.abstract_params}
 
 
 def train_command(stage: str, workdir: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
@@ -110,8 +114,8 @@ def test_two_processes_train_like_one(stage, tmp_path):
                 compared.add(key)
     assert compared == set(STAGES[stage][1])  # Every listed metric was logged at least once.
     assert (two / "checkpoints" / str(NUM_STEPS)).is_dir()
-    _, params_one = checkpoint.restore_params(str(one))
-    _, params_two = checkpoint.restore_params(str(two))
+    _, params_one = checkpoint.restore_params(str(one), shapes=PARAM_SHAPES.get(stage))
+    _, params_two = checkpoint.restore_params(str(two), shapes=PARAM_SHAPES.get(stage))
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                          params_one, params_two)
     assert max(jax.tree.leaves(moved)) < 1e-5, moved

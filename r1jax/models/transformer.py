@@ -234,7 +234,8 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
         Decoding early in a long budget then skips the empty slots' work and memory reads.
       return_hidden: static; return the final normed hidden states [B, T - logits_start, E] in
         place of the logits, for losses that project them onto the vocabulary chunk by chunk
-        (`losses.logprobs.chunked_logprobs` with `output_head(config, params)`).
+        (`losses.logprobs.chunked_logprobs` with `output_head(config, params)`) and for a reward
+        model's scalar head.
     Returns:
       (logits float32[B, T - logits_start, V], new cache or None).
     """

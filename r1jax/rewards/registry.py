@@ -40,6 +40,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "overlong": ("r1jax.rewards.length", "overlong"),
     # A model as the verifier (loaded on first call): for prompts no rule can check.
     "generative_judge": ("r1jax.rejection.judge", "generative_judge"),
+    "reward_model": ("r1jax.rewards.reward_model", "reward_model"),
 }
 _REGISTERED: dict[str, RewardFn] = {}
 # Correctness rewards -> the data kinds (r1jax.data.KINDS) whose answers they verify. On any other

@@ -189,16 +189,19 @@ def start(config: ml_collections.ConfigDict, workdir: str,
 
 
 def init_state(run: Run, optimizer: optax.GradientTransformation, *,
-               with_reference: bool) -> TrainState:
+               with_reference: bool, params: Any = None) -> TrainState:
     """The step-0 state: the loaded (or seeded random) params on their shards, the optimizer's
-    initial state beside them, and a copy of the params as π_ref when asked."""
-    if run.initial_params is None:
+    initial state beside them, and a copy of the params as π_ref when asked.
+
+    `params`, already on their shards, replace the policy's (a reward model's backbone and head).
+    """
+    if params is None and run.initial_params is None:
         params = sharding.init_params_sharded(
             run.model_config, jax.random.key(run.config.train.seed), run.mesh, run.rules)
-    else:
+    elif params is None:
         params = sharding.shard_params(run.model_config, run.initial_params, run.mesh, run.rules)
     opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, params),
-                                            run.param_shardings)
+                                            jax.tree.map(lambda x: x.sharding, params))
     opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
     reference = jax.tree.map(jnp.copy, params) if with_reference else None
     return TrainState(params=params, opt_state=opt_state, reference=reference,
