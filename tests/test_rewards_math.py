@@ -107,12 +107,20 @@ def test_off_the_main_thread_explosive_answers_score_zero_at_once():
     assert time.monotonic() - start < 2
 
 
-def test_timeout_is_an_error_not_a_hang():
-    """Deeply nested parentheses time sympy out: NaN (an error for combine), after ~1 s."""
-    nested = "(" * 30 + "x" + ")" * 30
+def test_timeout_is_an_error_not_a_hang(monkeypatch):
+    """A comparison that outlives timeout_s is NaN (an error for combine), after ~1 s.
+
+    sympy's comparison is made to hang for sure: how long a real expression takes depends on the
+    machine (nested parentheses timed out on one and finished in time on another)."""
+    import math_verify.grader
+
+    def hang(*args, **kwargs):
+        time.sleep(60)
+
+    monkeypatch.setattr(math_verify.grader, "sympy_expr_eq", hang)
     start = time.monotonic()
     total, metrics = rewards.combine({"math_accuracy": 1.0}, ["", ""],
-                                     [f"<answer>{nested}</answer>", "<answer>5</answer>"],
+                                     ["<answer>x + 2</answer>", "<answer>5</answer>"],
                                      {"answer": ["x + 1", "5"]},  # "x + 1" is not a number: sympy.
                                      params={"math_accuracy": {"timeout_s": 1}})
     assert time.monotonic() - start < 5
