@@ -14,25 +14,32 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from launch import cli
 from r1jax import rewards
 from r1jax.data import jsonl, pairs
 from r1jax.eval import preference
 
-_MODEL = flags.DEFINE_string("model", None, "A reward-model workdir or HF directory.")
-_DATA = flags.DEFINE_string("data", None, "A preference .jsonl file.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where summary.json goes.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Score the first LIMIT valid pairs (0: all).")
-_APPLY_TO = flags.DEFINE_enum("apply_to", "response", ["response", "final_answer"],
-                              "What of each response the model reads.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Rows per forward pass.")
-flags.mark_flags_as_required(["model", "data", "output_dir"])
+FLAGS = flags.FLAGS
 
 
-def evaluate(model: str, records: list[dict], *, apply_to: str, batch_size: int) -> dict:
-    """pair_metrics of the reward model in `model` on valid preference records."""
-    score = rewards.get("reward_model", path=model, apply_to=apply_to, batch_size=batch_size)
+def define_flags():
+    """The binary's flags; defined only when it runs, so that tests can import this module
+    beside other binaries that define --model and --data too."""
+    flags.DEFINE_string("model", None, "A reward-model workdir or HF directory.")
+    flags.DEFINE_string("data", None, "A preference .jsonl file.")
+    flags.DEFINE_string("output_dir", None, "Where summary.json goes.")
+    flags.DEFINE_integer("limit", 0, "Score the first LIMIT valid pairs (0: all).")
+    flags.DEFINE_enum("apply_to", "response", ["response", "final_answer"],
+                      "What of each response the model reads.")
+    flags.DEFINE_integer("batch_size", 16, "Rows per forward pass.")
+    flags.mark_flags_as_required(["model", "data", "output_dir"])
+
+
+def evaluate(score, records: list[dict]) -> dict:
+    """pair_metrics of a reward (`rewards.get("reward_model", ...)`) on valid preference
+    records."""
     prompts = [r["prompt"] for r in records]
     chosen = score(prompts, [r["chosen"] for r in records])
     rejected = score(prompts, [r["rejected"] for r in records])
@@ -42,20 +49,21 @@ def evaluate(model: str, records: list[dict], *, apply_to: str, batch_size: int)
 
 def main(argv):
     del argv
-    records = jsonl.read_records(_DATA.value, "preference")
-    valid = pairs.valid_pairs(records, invalid="drop", source=_DATA.value)
+    # The model first: a wrong --model fails before minutes of reading and checking pairs.
+    score = rewards.get("reward_model", path=FLAGS.model, apply_to=FLAGS.apply_to,
+                        batch_size=FLAGS.batch_size)
+    records = jsonl.read_records(FLAGS.data, "preference")
+    valid = pairs.valid_pairs(records, invalid="drop", source=FLAGS.data)
     skipped = len(records) - len(valid)
-    valid = valid[:_LIMIT.value or None]
-    summary = {"model": _MODEL.value, "data": _DATA.value, "num_pairs": len(valid),
-               "skipped_pairs": skipped,
-               **evaluate(_MODEL.value, valid, apply_to=_APPLY_TO.value,
-                          batch_size=_BATCH_SIZE.value)}
-    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUTPUT_DIR.value, "summary.json"), "w") as f:
+    valid = valid[:FLAGS.limit or None]
+    summary = {"model": FLAGS.model, "data": FLAGS.data, "num_pairs": len(valid),
+               "skipped_pairs": skipped, **evaluate(score, valid)}
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     for key, value in summary.items():
         print(f"{key:32s} {value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, define_flags)

@@ -46,6 +46,9 @@ BAD_INPUTS = {
                "--workdir={tmp}/s"],
               "error: --sweep=configs/sweeps/__init__.py: configs/sweeps/__init__.py is not a "
               "sweep file"),
+    "evaluate_rm": (["--model={tmp}", "--data=../shared/data/hh_rlhf_harmless/pairs.jsonl",
+                     "--output_dir={tmp}/out"],
+                    "error: reward_model path='{tmp}' is not a reward model"),
     "rejection_sample": (["--config=configs/rejection_sampling.py:tiny", "--workdir={tmp}/w",
                           "--config.sources.addition.kind=poetry"],
                          "error: sources.addition.kind='poetry': expected one of"),

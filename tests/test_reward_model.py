@@ -57,7 +57,7 @@ def test_tiny_reward_model_fits_pairs_and_scores_them_as_a_reward(tmp_path):
     thought = [f"<think>{r}</think>{c}" for c, r in zip([p["chosen"] for p in PAIRS],
                                                         [p["rejected"] for p in PAIRS])]
     np.testing.assert_allclose(helpful(prompts, thought), chosen, rtol=1e-5, atol=1e-5)
-    summary = evaluate_rm.evaluate(workdir, PAIRS, apply_to="response", batch_size=8)
+    summary = evaluate_rm.evaluate(fn, PAIRS)
     assert summary["pair_accuracy"] == 1.0 and summary["longer_wins_accuracy"] == 0.5
 
 

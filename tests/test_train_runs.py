@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import cold_start_sft
@@ -78,7 +79,28 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
     assert _without_timings(_metrics(killed)) == _without_timings(rows)
 
 
-@pytest.mark.parametrize("damage", [flip_bytes, truncate, os.remove])
+def reshape_a_param(step_dir: str):
+    """Rewrites a step's params with one array a row short, as a checkpoint of another model
+    shape would be, without checksums (as one written before they existed), so that only the
+    shape check can catch it."""
+    handler = ocp.StandardCheckpointer()
+    params = handler.restore(os.path.join(step_dir, "params"))
+    leaves, tree = jax.tree.flatten(params)
+    leaves[0] = leaves[0][:-1]
+    shutil.rmtree(os.path.join(step_dir, "params"))
+    handler.save(os.path.join(step_dir, "params"), jax.tree.unflatten(tree, leaves))
+    handler.wait_until_finished()
+    os.remove(os.path.join(step_dir, checkpoint.CHECKSUMS_FILE))
+
+
+def _in_params_file(damage):
+    return lambda step_dir: damage(params_data_file(os.path.dirname(os.path.dirname(step_dir)),
+                                                    int(os.path.basename(step_dir))))
+
+
+@pytest.mark.parametrize("damage", [_in_params_file(flip_bytes), _in_params_file(truncate),
+                                    _in_params_file(os.remove), reshape_a_param],
+                         ids=["flipped_bytes", "truncated", "missing_file", "other_shape"])
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_one_before(
         tmp_path, damage):
     """The SFT tiny run (6 steps, checkpoints at 3 and 6) rerun after its step-6 params were
@@ -90,7 +112,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_on
     subprocess.run(_command(config, straight), cwd=ROOT, env=env, check=True, timeout=600,
                    capture_output=True)
     shutil.copytree(straight, damaged)
-    damage(params_data_file(str(damaged), 6))
+    damage(str(damaged / "checkpoints" / "6"))
     rerun = subprocess.run(_command(config, damaged), cwd=ROOT, env=env, timeout=600,
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

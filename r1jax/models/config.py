@@ -13,6 +13,13 @@ from typing import Optional, Union
 import jax.numpy as jnp
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "deepseek_v3", "qwen3_moe")
+
+
+def unsupported_architecture(name) -> ValueError:
+    """The error for an architecture r1jax does not implement, listing those it does."""
+    return ValueError(f"Unsupported architecture {name!r}; supported: {', '.join(ARCHITECTURES)}.")
+
+
 MOE_SCORING = ("sigmoid", "softmax")
 MOE_DISPATCH = ("dropless", "capacity")
 REMAT_POLICIES = ("none", "dots", "full")
@@ -196,8 +203,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                    f"Unsupported architecture {self.architecture!r}; supported: {', '.join(ARCHITECTURES)}.")
+            raise unsupported_architecture(self.architecture)
         needs = {"deepseek_v3": ("mla", "moe"), "qwen3_moe": ("moe",)}.get(self.architecture, ())
         for part in ("mla", "moe"):
             if (getattr(self, part) is not None) != (part in needs):
