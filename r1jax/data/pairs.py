@@ -18,6 +18,8 @@ from typing import Any
 import flax.struct
 import numpy as np
 
+from r1jax.data import jsonl
+
 INVALID_PAIRS = ("error", "drop")
 # HH-RLHF prompts are whole dialogues: "\n\nHuman: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:".
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -85,6 +87,13 @@ def problem(record: dict) -> str | None:
     if record["chosen"].strip() == record["rejected"].strip():
         return "chosen and rejected are identical"
     return None
+
+
+def check_file(path: str, remedy: str) -> None:
+    """Refuses a preference JSONL whose pairs cannot all train, naming the first bad one as
+    "PATH:LINE: problem; `remedy`" (see `problem`)."""
+    jsonl.read_records(path, "preference",
+                       check=lambda record: (why := problem(record)) and f"{why}; {remedy}")
 
 
 def valid_pairs(records: Sequence[dict], *, invalid: str, source: str) -> list[dict]:

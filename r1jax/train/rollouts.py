@@ -81,6 +81,15 @@ class Rollouts:
             prompts={o + r: t for p, o in zip(parts, offsets) for r, t in p.prompts.items()})
 
 
+def check_rewards(config) -> None:
+    """Start-up checks of config.rewards (r1jax.rewards.check): each fits data.kind, its params
+    are known, and a reward model's path holds one, before any model is loaded."""
+    params = config.rewards_params.to_dict()
+    rewards_lib.check_rewards_fit_data(
+        config.data.kind, [rewards_lib.resolve(name, params.get(name))[0] for name in config.rewards])
+    rewards_lib.check(dict(config.rewards), params, "rewards_params")
+
+
 def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
     """bool[num_groups]: groups whose rewards are not all equal (they carry a learning signal)."""
     groups = rewards.reshape(-1, group_size)
