@@ -193,8 +193,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     updates_per_step = rl.num_iterations * rl.num_mini_batches
     schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps * updates_per_step)
     optimizer = run_lib.make_optimizer(config.optimizer, schedule, run.model_config)
-    iterator = data.PromptIterator(config.data, run.tokenizer, global_batch_size=rl.prompts_per_step,
-                                   max_prompt_len=rl.max_prompt_len, seed=config.data.seed)
+    iterator = data.prompt_iterator(config.data, config.mixture, run.tokenizer,
+                                    global_batch_size=rl.prompts_per_step,
+                                    max_prompt_len=rl.max_prompt_len)
     state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(
