@@ -101,6 +101,14 @@ VARIANTS = {
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     variant = common.variant_name(arg, VARIANTS, stage="r1_zero")
+    config = grpo_config(variant)
+    VARIANTS[variant](config)
+    return config
+
+
+def grpo_config(variant: str) -> ml_collections.ConfigDict:
+    """The GRPO stage's sections and defaults, before a variant's changes (also the base of
+    configs/all_scenario_rl.py)."""
     config = common.base_config("grpo", variant)
 
     config.rl = ml_collections.ConfigDict(dict(
@@ -131,5 +139,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Reward name -> weight; parameters of a reward go under rewards_params.<name>.
     config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0})
     config.rewards_params = ml_collections.ConfigDict()
-    VARIANTS[variant](config)
+    # Prompt sources of all-scenario RL (configs/all_scenario_rl.py): name -> {proportion, data,
+    # rewards, rewards_params}; empty: config.data's prompts with config.rewards.
+    config.mixture = ml_collections.ConfigDict()
     return config

@@ -1,16 +1,17 @@
 """A tiny reward model: fits a handful of pairs, scores them as a reward, names bad input."""
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
-from configs import reward_model as rm_configs
+from configs import r1_zero, reward_model as rm_configs
 from launch import evaluate_rm
-from r1jax import rewards
+from r1jax import data, rewards
 from r1jax.data import pairs
 from r1jax.eval import preference
 from r1jax.rewards.reward_model import final_answer
-from r1jax.train import reward_model
+from r1jax.train import grpo, reward_model
 
 PAIRS = [
     {"prompt": "How do I boil an egg?", "chosen": "Simmer it for nine minutes.",
@@ -66,19 +67,70 @@ def test_final_answer_strips_the_reasoning():
     assert final_answer("no reasoning block") == "no reasoning block"
 
 
-def test_bad_pairs_are_named_at_start_up(tmp_path):
-    lines = [*PAIRS[:6], {"id": "same", "prompt": "Hi", "chosen": "Hello", "rejected": "Hello "},
-             {"id": "empty", "prompt": "Hi", "chosen": "Hello", "rejected": "  "}]
+SAME = {"id": "same", "prompt": "Hi", "chosen": "Hello", "rejected": "Hello "}
+EMPTY = {"id": "empty", "prompt": "Hi", "chosen": "Hello", "rejected": "  "}
+
+
+@pytest.mark.parametrize("bad, why", [(SAME, "chosen and rejected are identical"),
+                                      (EMPTY, "the rejected response is empty")])
+def test_a_bad_pair_is_named_by_file_and_line_at_start_up(tmp_path, bad, why):
+    lines = [*PAIRS[:6], bad, *PAIRS[6:]]
+    config = _config(tmp_path, lines)
+    with pytest.raises(ValueError, match=rf"pairs.jsonl:7: {why}; .*invalid_pairs=drop"):
+        reward_model.train(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()  # refused before the model or the data set is made
+
+
+def test_bad_pairs_of_a_prepared_data_set_are_named_by_id(tmp_path):
+    lines = [*PAIRS[:6], SAME, EMPTY]
+    config = _config(tmp_path, lines)
+    config.data.input = ""  # prepared already: no file to point at
+    data.prepare("preference", str(tmp_path / "pairs.jsonl"), name="pairs8",
+                 data_dir=config.data.data_dir)
     with pytest.raises(ValueError, match=r"'same': chosen and rejected are identical.*"
                                          r"'empty': the rejected response is empty.*invalid_pairs"):
-        reward_model.train(_config(tmp_path, lines), str(tmp_path / "w"))
+        reward_model.train(config, str(tmp_path / "w"))
     records = [{"id": i, **p} for i, p in enumerate(lines)]
     assert len(pairs.valid_pairs(records, invalid="drop", source="x")) == 6
 
 
 def test_a_path_that_is_not_a_reward_model_is_named(tmp_path):
-    with pytest.raises(ValueError, match="is not a reward model"):
+    with pytest.raises(ValueError, match="is not a reward model: it has no reward_model.json"):
         rewards.get("reward_model", path=str(tmp_path))(["q"], ["a"])
+
+
+def _not_reward_models(tmp_path):
+    (tmp_path / "gguf").write_bytes(b"GGUF")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "info_only").mkdir()
+    (tmp_path / "info_only" / "reward_model.json").write_text("{}")
+    (tmp_path / "causal").mkdir()
+    (tmp_path / "causal" / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    return [("missing", "no such file or directory"), ("gguf", "it is a file"),
+            ("empty", "it has no reward_model.json"),
+            ("info_only", "it has reward_model.json but no checkpoints/"),
+            ("causal", r"its config.json has architectures=\['LlamaForCausalLM'\]")]
+
+
+def test_grpo_refuses_a_reward_model_path_at_start_up(tmp_path):
+    for name, why in _not_reward_models(tmp_path):
+        config = r1_zero.get_config("tiny")
+        config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0, "helpfulness": 0.5})
+        config.rewards_params.helpfulness = {"reward": "reward_model", "path": str(tmp_path / name),
+                                             "apply_to": "final_answer"}
+        workdir = tmp_path / f"w_{name}"
+        with pytest.raises(ValueError, match=rf"^config.rewards_params.helpfulness.path='.*{name}'"
+                                             rf" is not a reward model: {why}"):
+            grpo.train(config, str(workdir))
+        assert not workdir.exists()  # before the policy is loaded or anything is written
+
+
+def test_grpo_refuses_unknown_reward_params_at_start_up(tmp_path):
+    config = r1_zero.get_config("tiny")
+    config.rewards_params.math_accuracy = {"sourcez": ("answer",)}
+    with pytest.raises(ValueError, match=r"config.rewards_params.math_accuracy: .*'sourcez'"):
+        grpo.train(config, str(tmp_path / "w"))
 
 
 def test_hh_rlhf_prompts_become_chat_turns():

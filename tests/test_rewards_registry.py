@@ -66,3 +66,29 @@ def test_combine_with_a_config_mapping_and_params():
 def test_combine_on_an_empty_batch():
     total, metrics = rewards.combine({"format": 1.0}, [], [], {})
     assert total.shape == (0,) and metrics["reward/total"] == 0.0
+
+
+def test_one_reward_under_two_names_with_its_own_params():
+    completions = ["<think>a</think> <answer>1</answer>", "just 1"]
+    specs = {"strict": 1.0, "soft": 0.5, "answer_first": 2.0}
+    params = {"strict": {"reward": "format"}, "soft": {"reward": "format_soft"},
+              "answer_first": {"reward": "math_accuracy", "sources": ("answer",)}}
+    total, failed, components = rewards.score(specs, ["q", "q"], completions,
+                                              {"answer": ["1", "1"]}, params)
+    expected = {"strict": rewards.get("format")(["q", "q"], completions),
+                "soft": rewards.get("format_soft")(["q", "q"], completions),
+                "answer_first": rewards.get("math_accuracy", sources=("answer",))(
+                    ["q", "q"], completions, answer=["1", "1"])}
+    for name, scores in expected.items():
+        np.testing.assert_array_equal(components[name], np.float32(scores))
+    np.testing.assert_allclose(total, sum(w * np.float32(expected[n]) for n, w in specs.items()))
+    assert not failed.any() and expected["answer_first"] == [1.0, 0.0]
+
+
+def test_check_names_the_config_key_of_a_bad_param():
+    rewards.check({"strict": 1.0}, {"strict": {"reward": "format"}}, "rewards_params")
+    with pytest.raises(ValueError, match=r"config.rewards_params.strict: .*'sourcez'"):
+        rewards.check({"strict": 1.0}, {"strict": {"reward": "math_accuracy", "sourcez": 1}},
+                      "rewards_params")
+    with pytest.raises(KeyError, match="unknown reward 'nope'"):
+        rewards.check({"x": 1.0}, {"x": {"reward": "nope"}}, "rewards_params")

@@ -40,10 +40,10 @@ def _without_timings(rows):
     return [{k: v for k, v in r.items() if "second" not in k} for r in rows]
 
 
-def kill_after_first_checkpoint_and_restart(config, straight, killed, env):
-    """Runs `config` in `killed`, SIGKILLs it once it has written the first checkpoint that the
-    finished run in `straight` wrote, and runs it again to the end."""
-    process = subprocess.Popen(_command(config, killed), cwd=ROOT, env=env,
+def kill_after_first_checkpoint_and_restart(config, straight, killed, env, *extra):
+    """Runs `config` (with `extra` flags) in `killed`, SIGKILLs it once it has written the first
+    checkpoint that the finished run in `straight` wrote, and runs it again to the end."""
+    process = subprocess.Popen(_command(config, killed, *extra), cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = sorted(int(s) for s in os.listdir(straight / "checkpoints")
                               if s.isdigit())[0]
@@ -53,7 +53,7 @@ def kill_after_first_checkpoint_and_restart(config, straight, killed, env):
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    subprocess.run(_command(config, killed), cwd=ROOT, env=env, check=True, timeout=600,
+    subprocess.run(_command(config, killed, *extra), cwd=ROOT, env=env, check=True, timeout=600,
                    capture_output=True)
 
 

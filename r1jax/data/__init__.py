@@ -10,4 +10,5 @@ from r1jax.data.countdown import countdown_verify
 from r1jax.data.pipeline import BatchIterator, encode_prompt, prompt_text, tokenize_prompts
 from r1jax.data.templates import R1_SYSTEM_PROMPT, R1_ZERO_TEMPLATE, TEMPLATE_NAMES, render_prompt
 from r1jax.data.prompts import PromptIterator
+from r1jax.data.mixture import MixtureIterator, prompt_iterator
 from r1jax.data.splits import open_split

@@ -137,7 +137,8 @@ PARSERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def read_records(path: str, kind: str) -> list[dict]:
+def read_records(path: str, kind: str,
+                 check: Callable[[dict], str | None] | None = None) -> list[dict]:
     """Reads and validates a whole JSONL file of one record kind.
 
     Blank lines are skipped. Every other line must be a JSON object of the kind's form.
@@ -145,13 +146,16 @@ def read_records(path: str, kind: str) -> list[dict]:
     Args:
       path: the JSONL file.
       kind: a key of PARSERS ("math", "code", "chat", "preference").
+      check: optional record -> what is wrong with it, or None: a stage's own refusal (a
+        preference pair that cannot train a reward model), reported with its line.
 
     Returns:
       list of records, each with "id" and the kind's fields, in file order.
 
     Raises:
       ValueError: "PATH:LINE: problem" for the first bad line (bad JSON, not an object, a missing
-        field, a wrong type, no answer to extract), or "PATH: ..." when the file has no records.
+        field, a wrong type, no answer to extract, `check`'s problem), or "PATH: ..." when the
+        file has no records.
       FileNotFoundError: no such file.
     """
     if kind not in PARSERS:
@@ -168,7 +172,10 @@ def read_records(path: str, kind: str) -> list[dict]:
                 if not isinstance(row, dict):
                     raise ValueError(f"expected a JSON object, got {type(row).__name__}")
                 record_id = str(_get(row, "id", (str, int))) if "id" in row else f"{stem}-{line_number}"
-                records.append({"id": record_id, **parse(row)})
+                record = {"id": record_id, **parse(row)}
+                if check is not None and (problem := check(record)):
+                    raise ValueError(problem)
+                records.append(record)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{line_number}: invalid JSON: {e.msg} (column {e.colno})") from None
             except ValueError as e:

@@ -18,6 +18,8 @@ from typing import Any
 import flax.struct
 import numpy as np
 
+from r1jax.data import jsonl
+
 INVALID_PAIRS = ("error", "drop")
 # HH-RLHF prompts are whole dialogues: "\n\nHuman: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:".
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -77,6 +79,22 @@ def sequences(prompts: Sequence[str], responses: Sequence[str], tokenizer: Any,
     return tokens, lengths, truncated
 
 
+def rl_prompts(records: Sequence[dict]) -> tuple[list[dict], dict]:
+    """Preference records as RL prompts ({"id", "question"}: the user's message), for an
+    all-scenario RL source: each distinct prompt once, in first-seen order; HH-RLHF dialogues
+    with earlier turns are left out (a prompt template renders one user message). Returns
+    (records, stats {"pairs", "prompts", "multi_turn_dropped"})."""
+    seen, out, multi_turn = set(), [], 0
+    for record in records:
+        turns = prompt_messages(record["prompt"])
+        if len(turns) != 1:
+            multi_turn += 1
+        elif turns[0]["content"] not in seen:
+            seen.add(turns[0]["content"])
+            out.append({"id": record["id"], "question": turns[0]["content"]})
+    return out, {"pairs": len(records), "prompts": len(out), "multi_turn_dropped": multi_turn}
+
+
 def problem(record: dict) -> str | None:
     """Why a preference record cannot train a reward model, or None."""
     if not record["chosen"].strip() or not record["rejected"].strip():
@@ -85,6 +103,13 @@ def problem(record: dict) -> str | None:
     if record["chosen"].strip() == record["rejected"].strip():
         return "chosen and rejected are identical"
     return None
+
+
+def check_file(path: str, remedy: str) -> None:
+    """Refuses a preference JSONL whose pairs cannot all train, naming the first bad one as
+    "PATH:LINE: problem; `remedy`" (see `problem`)."""
+    jsonl.read_records(path, "preference",
+                       check=lambda record: (why := problem(record)) and f"{why}; {remedy}")
 
 
 def valid_pairs(records: Sequence[dict], *, invalid: str, source: str) -> list[dict]:

@@ -5,7 +5,7 @@ import logging
 
 import jax
 
-from r1jax.data import pipeline, splits
+from r1jax.data import pairs, pipeline, splits
 
 log = logging.getLogger("r1jax")
 
@@ -21,6 +21,9 @@ class PromptIterator:
     def __init__(self, data_section, tokenizer, *, global_batch_size: int, max_prompt_len: int,
                  seed: int):
         records = splits.open_split(data_section, data_section.train_split)
+        if data_section.kind == "preference":  # general prompts: the pairs' questions
+            records, stats = pairs.rl_prompts(records)
+            log.info("RL prompts of %s: %s", data_section.name, stats)
         self.records, self.token_ids, self.stats = pipeline.tokenize_prompts(
             records, tokenizer, data_section.template, max_prompt_len,
             system=data_section.system or None)

@@ -109,6 +109,16 @@ def save_pretrained(config: ModelConfig, params: dict, path: str, tokenizer=None
         json.dump(index, f, indent=2)
 
 
+def classifier_problem(hf: dict) -> str | None:
+    """Why a HF config.json (as a dict) is not a one-label sequence classifier, or None."""
+    architecture = (hf.get("architectures") or [""])[0]
+    labels = hf.get("num_labels", len(hf.get("id2label") or {"0": ""}))
+    if not architecture.endswith("ForSequenceClassification") or labels != 1:
+        return (f"its config.json has architectures={hf.get('architectures')} and {labels} "
+                "labels; expected a *ForSequenceClassification with num_labels=1")
+    return None
+
+
 def load_pretrained(path: str, **overrides) -> tuple[ModelConfig, dict]:
     """(config, numpy params) of a HF *ForSequenceClassification directory with one label (an
     r1jax export, or a Llama / Qwen2 reward model from the Hub).
@@ -120,13 +130,9 @@ def load_pretrained(path: str, **overrides) -> tuple[ModelConfig, dict]:
       ValueError: the directory's config.json is not a one-label sequence classifier.
     """
     with open(os.path.join(path, hf_files.CONFIG_FILE)) as f:
-        hf = json.load(f)
-    architecture = (hf.get("architectures") or [""])[0]
-    labels = hf.get("num_labels", len(hf.get("id2label") or {"0": ""}))
-    if not architecture.endswith("ForSequenceClassification") or labels != 1:
-        raise ValueError(f"{path} is not a reward model: its config.json has architectures="
-                         f"{hf.get('architectures')} and {labels} labels; expected a "
-                         "*ForSequenceClassification with num_labels=1.")
+        problem = classifier_problem(json.load(f))
+    if problem:
+        raise ValueError(f"{path} is not a reward model: {problem}.")
     config, backbone = convert.load_pretrained_numpy(path, tie_embeddings=True, **overrides)
     score = hf_files.SafetensorsSource(path).read("score.weight", "", (1, config.embed_dim))
     return config, {"backbone": backbone,

@@ -15,6 +15,11 @@ The built-in rewards are imported on first `get`, so that using `format` does no
     fn = get("overlong", max_completion_len=4096, overlong_buffer=512)
     total, metrics = combine({"math_accuracy": 1.0, "format": 0.2}, prompts, completions,
                              {"answer": answers})
+
+A config may use one reward twice under two names: its params name the registered reward with
+`reward`, e.g. rewards {"helpfulness": 1.0, "harmlessness": 1.0} with rewards_params
+{"helpfulness": {"reward": "reward_model", "path": HELPFUL_RM, "apply_to": "final_answer"},
+ "harmlessness": {"reward": "reward_model", "path": HARMLESS_RM, "apply_to": "response"}}.
 """
 from __future__ import annotations
 
@@ -43,6 +48,13 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "reward_model": ("r1jax.rewards.reward_model", "reward_model"),
 }
 _REGISTERED: dict[str, RewardFn] = {}
+# The param naming the registered reward a config entry is an instance of (module docstring).
+INSTANCE_OF = "reward"
+# Rewards that check their params before the first step (a path that must hold a model):
+# name -> (module, function(config key, params)), imported when a config uses the reward.
+_CHECKS: dict[str, tuple[str, str]] = {
+    "reward_model": ("r1jax.rewards.reward_model", "check_params"),
+}
 # Correctness rewards -> the data kinds (r1jax.data.KINDS) whose answers they verify. On any other
 # kind they pay for something else: math_accuracy on countdown data pays the target, which the
 # question prints, without an equation. The other rewards (format, language, length) judge the
@@ -87,6 +99,35 @@ def check_rewards_fit_data(data_kind: str, reward_names) -> None:
             f"{ {name: list(VERIFIES[name]) for name in wrong} }); remove them from config.rewards"
             + (f" and score {data_kind!r} data with {fitting}" if fitting else
                f"; no built-in reward verifies {data_kind!r} answers"))
+
+
+def resolve(name: str, params: Mapping[str, Any] | None) -> tuple[str, dict]:
+    """(the registered reward, its params) of config entry `name` (see INSTANCE_OF)."""
+    params = dict(params or {})
+    return str(params.pop(INSTANCE_OF, name)), params
+
+
+def check(specs, params: Mapping[str, Mapping[str, Any]] | None, key: str) -> None:
+    """Fails at start-up on what `score` would meet only at the first step: an unknown reward
+    or param, and a reward's own check of its params (a reward model's path).
+
+    Args:
+      specs, params: as `score` takes them.
+      key: where params sit in the config ("rewards_params"), for the messages.
+
+    Raises:
+      ValueError or KeyError, naming config.`key`.<name>.
+    """
+    params = params or {}
+    for name, _ in _normalise_specs(specs):
+        reward, bound = resolve(name, params.get(name))
+        try:
+            get(reward, **bound)
+        except TypeError as e:
+            raise ValueError(f"config.{key}.{name}: {e}") from None
+        if reward in _CHECKS:
+            module, attribute = _CHECKS[reward]
+            getattr(importlib.import_module(module), attribute)(f"{key}.{name}", bound)
 
 
 def names() -> list[str]:
@@ -151,7 +192,8 @@ def evaluate(name: str, prompts: list[str], completions: list[str], fields: Mapp
     A reward that raises for the whole batch, or returns the wrong number of scores, gives NaN
     for every completion. Unknown names and bad params do raise: they are config errors.
     """
-    fn = get(name, **dict(params or {}))
+    reward, bound = resolve(name, params)
+    fn = get(reward, **bound)
     n = len(completions)
     try:
         scores = np.asarray(fn(prompts, completions, **fields), dtype=np.float32)

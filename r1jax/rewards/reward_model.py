@@ -37,14 +37,45 @@ def final_answer(completion: str) -> str:
     return after.strip() if closed else completion.strip()
 
 
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a reward model (see `read_model`), or None; reads small files only."""
+    if not os.path.exists(path):
+        return "no such file or directory"
+    if not os.path.isdir(path):
+        return ("it is a file; a reward model is a directory (a reward-model workdir or a HF "
+                "*ForSequenceClassification directory)")
+    if os.path.isfile(os.path.join(path, hf_files.CONFIG_FILE)):
+        with open(os.path.join(path, hf_files.CONFIG_FILE)) as f:
+            return rm.classifier_problem(json.load(f))
+    if not os.path.isfile(os.path.join(path, INFO_FILE)):
+        return (f"it has no {INFO_FILE} (written by launch.train with configs/reward_model.py) "
+                "and no config.json (a HF *ForSequenceClassification directory)")
+    if not os.path.isdir(os.path.join(path, checkpoint.CHECKPOINT_DIR)):
+        return f"it has {INFO_FILE} but no {checkpoint.CHECKPOINT_DIR}/"
+    return None
+
+
+def check_params(key: str, params: dict) -> None:
+    """Refuses, at a trainer's start-up, params (config `key`) whose path is not a reward model:
+    otherwise only the first reward call would find out."""
+    path = params.get("path")
+    if not path:
+        raise ValueError(f"config.{key}.path is required: a reward-model workdir or a HF "
+                         "*ForSequenceClassification directory.")
+    problem = path_problem(os.path.abspath(path))
+    if problem:
+        raise ValueError(f"config.{key}.path={path!r} is not a reward model: {problem}.")
+    if params.get("apply_to") is not None and params["apply_to"] not in APPLY_TO:
+        raise ValueError(f"config.{key}.apply_to={params['apply_to']!r}; expected one of "
+                         f"{APPLY_TO}.")
+
+
 def read_info(path: str) -> dict:
-    """WORKDIR/reward_model.json; a workdir that has none is not a reward model."""
-    info_path = os.path.join(path, INFO_FILE)
-    if not os.path.isfile(info_path):
-        raise ValueError(f"reward_model path={path!r} is not a reward model: it has no "
-                         f"{INFO_FILE} (written by launch.train with configs/reward_model.py) "
-                         "and no config.json (a HF *ForSequenceClassification directory).")
-    with open(info_path) as f:
+    """WORKDIR/reward_model.json, after `path_problem`'s check."""
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"reward_model path={path!r} is not a reward model: {problem}.")
+    with open(os.path.join(path, INFO_FILE)) as f:
         return json.load(f)
 
 

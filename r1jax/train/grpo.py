@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from r1jax import data, rewards as rewards_lib, sharding
+from r1jax import data, sharding
 from r1jax.losses import grpo as grpo_lib, logprobs as logprobs_lib
 from r1jax.models import transformer
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
-from r1jax.train.rollouts import Rollouts, collect
+from r1jax.train.rollouts import Rollouts, check_rewards, collect
 
 log = logging.getLogger("r1jax")
 
@@ -131,7 +131,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
         f"a multiple of the mesh's batch size ({mesh_batch}: each shard prefills whole "
         f"prompts) making prompts_per_step × num_generations ({rollouts}) divisible by "
         f"num_mini_batches × num_micro_batches × {mesh_batch} ({per_update} × {mesh_batch})")
-    rewards_lib.check_rewards_fit_data(config.data.kind, config.rewards)
+    check_rewards(config)
     run_lib.validate_common(config)
 
 
@@ -193,8 +193,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     updates_per_step = rl.num_iterations * rl.num_mini_batches
     schedule = run_lib.learning_rate_schedule(config.optimizer, tc.num_steps * updates_per_step)
     optimizer = run_lib.make_optimizer(config.optimizer, schedule, run.model_config)
-    iterator = data.PromptIterator(config.data, run.tokenizer, global_batch_size=rl.prompts_per_step,
-                                   max_prompt_len=rl.max_prompt_len, seed=config.data.seed)
+    iterator = data.prompt_iterator(config.data, config.mixture, run.tokenizer,
+                                    global_batch_size=rl.prompts_per_step,
+                                    max_prompt_len=rl.max_prompt_len)
     state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(

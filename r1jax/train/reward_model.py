@@ -69,6 +69,11 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int):
         rc.batch_size, f"a multiple of num_micro_batches × the mesh's data×fsdp size "
         f"({rc.num_micro_batches} × {mesh_batch})")
     run_lib.validate_common(config)
+    if rc.invalid_pairs == "error" and config.data.input:
+        # Named by file and line before anything is prepared or loaded (`load_pairs` names
+        # a prepared data set's bad pairs by id, where there is no file to point at).
+        pairs_lib.check_file(config.data.input,
+                             "fix the line, or set --config.reward_model.invalid_pairs=drop")
 
 
 def load_pairs(config, tokenizer, split: str,

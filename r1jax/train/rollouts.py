@@ -13,7 +13,12 @@ import flax.struct
 import jax
 import numpy as np
 
-from r1jax import data, rewards as rewards_lib, sampling, sharding
+from r1jax import data, sampling, sharding
+from r1jax import rewards as rewards_lib
+from r1jax.data import mixture as mixture_lib
+from r1jax.rewards.registry import VERIFIES
+from r1jax.rewards.reward_model import final_answer
+from r1jax.train import run as run_lib
 
 
 @flax.struct.dataclass
@@ -31,6 +36,9 @@ class Rollouts:
       reward_components: {name: float32[N]} each reward's scores, NaN where it failed.
       lengths: int32[N] generated tokens; finished_by_stop: bool[N] ended by a stop token.
       texts, prompts: {row: str} of this process's rows (host only; not a pytree leaf).
+      source: int32[N] the row's prompt source (its index in config.mixture; 0 without one).
+      final_answer_empty: bool[N] nothing after `</think>` (a reward model's reward-hacking
+        watch: a policy winning it by saying nothing shows here).
     """
 
     prompt_tokens: np.ndarray
@@ -47,6 +55,8 @@ class Rollouts:
     finished_by_stop: np.ndarray
     texts: dict = flax.struct.field(pytree_node=False, default_factory=dict)
     prompts: dict = flax.struct.field(pytree_node=False, default_factory=dict)
+    source: Optional[np.ndarray] = None
+    final_answer_empty: Optional[np.ndarray] = None
 
     @property
     def num_rows(self) -> int:
@@ -67,7 +77,8 @@ class Rollouts:
 
     def arrays(self) -> "Rollouts":
         """The arrays the update reads (no texts, no per-reward scores): what goes to the device."""
-        return self.replace(reward_components={}, texts={}, prompts={})
+        return self.replace(reward_components={}, texts={}, prompts={}, source=None,
+                            final_answer_empty=None)
 
     @staticmethod
     def concatenate(parts: list["Rollouts"]) -> "Rollouts":
@@ -79,6 +90,33 @@ class Rollouts:
         return joined.replace(
             texts={o + r: t for p, o in zip(parts, offsets) for r, t in p.texts.items()},
             prompts={o + r: t for p, o in zip(parts, offsets) for r, t in p.prompts.items()})
+
+
+def reward_sources(config) -> dict[str, tuple[dict, dict, str]]:
+    """name -> (rewards {name: weight}, their params, config key of the params) of each prompt
+    source: config.mixture's, or one source "" of config.rewards."""
+    if not config.mixture:
+        return {"": (dict(config.rewards), config.rewards_params.to_dict(), "rewards_params")}
+    return {name: (dict(s.rewards), s.rewards_params.to_dict(), f"mixture.{name}.rewards_params")
+            for name, s in config.mixture.items()}
+
+
+def check_rewards(config) -> None:
+    """Start-up checks of every source's rewards (r1jax.rewards.check): each fits its data
+    kind, its params are known, and a reward model's path holds one, before any model is
+    loaded; a mixture's proportions give every source prompts."""
+    if config.mixture:
+        run_lib.require(not config.rewards, "rewards", dict(config.rewards),
+                    "empty when config.mixture names the prompt sources (each has its rewards)")
+        mixture_lib.source_counts({n: s.proportion for n, s in config.mixture.items()},
+                                   config.rl.prompts_per_step, jax.process_count())
+    for name, (specs, params, key) in reward_sources(config).items():
+        kind = config.mixture[name].data.kind if config.mixture else config.data.kind
+        run_lib.require(bool(specs), key.replace("rewards_params", "rewards"), specs,
+                    "at least one reward")
+        rewards_lib.check_rewards_fit_data(
+            kind, [rewards_lib.resolve(n, params.get(n))[0] for n in specs])
+        rewards_lib.check(specs, params, key)
 
 
 def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
@@ -130,14 +168,9 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
     texts = run.tokenizer.batch_decode([row[:n] for row, n in zip(out.tokens[own], lengths)],
                                        skip_special_tokens=True)
     prompts = [run.tokenizer.decode(ids) for ids in prompt_ids for _ in range(g)]
-    fields = {key: [r[key] for r in records for _ in range(g)] for key in records[0]
-              if key not in ("question", "prompt")}
-    # The question before templating: the language reward's target language is the question's.
-    fields["question"] = [data.prompt_text(r) for r in records for _ in range(g)]
-    fields["completion_lengths"] = lengths.tolist()
-    fields["finished_by_stop"] = out.finished_by_stop[own].tolist()
-    rewards, failed, components = sharding.all_rows(rewards_lib.score(
-        dict(config.rewards), prompts, texts, fields, params=config.rewards_params.to_dict()))
+    rewards, failed, components, source = sharding.all_rows(score_by_source(
+        config, records, prompts, texts, lengths, out.finished_by_stop[own]))
+    empty = sharding.all_rows(np.array([not final_answer(t) for t in texts], bool))
     rollouts = Rollouts(
         prompt_tokens=np.repeat(prompt_tokens, g, axis=0),
         prompt_lengths=np.repeat(prompt_lengths, g), completions=np.asarray(out.tokens),
@@ -146,8 +179,66 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
         reward_failed=np.asarray(failed, bool), reward_components=components,
         lengths=np.asarray(out.lengths),
         finished_by_stop=np.asarray(out.finished_by_stop),
-        texts=dict(zip(own.tolist(), texts)), prompts=dict(zip(own.tolist(), prompts)))
+        texts=dict(zip(own.tolist(), texts)), prompts=dict(zip(own.tolist(), prompts)),
+        source=source, final_answer_empty=empty)
     return rollouts
+
+
+def score_by_source(config, records: list[dict], prompts: list[str], texts: list[str],
+                    lengths: np.ndarray, finished: np.ndarray):
+    """(total float32[N], failed bool[N], components {reward: float32[N]}, source int32[N]) of
+    N = len(records) × G rows: each row scored by its prompt source's rewards (rows of a
+    source that does not use a reward have NaN in its component).
+
+    The rewards see the records' own fields, and `question` (the text before templating: the
+    language reward's target language is the question's; a reward model's user turn).
+    """
+    g = config.rl.num_generations
+    sources = reward_sources(config)
+    total, failed = np.zeros((len(texts),), np.float32), np.zeros((len(texts),), bool)
+    components = {reward: np.full((len(texts),), np.nan, np.float32)
+                  for specs, _, _ in sources.values() for reward in specs}
+    source = np.zeros((len(texts),), np.int32)
+    for index, (name, (specs, params, _)) in enumerate(sources.items()):
+        mine = [i for i, r in enumerate(records) if r.get(mixture_lib.SOURCE_KEY, "") == name]
+        if not mine:
+            continue
+        rows = (np.asarray(mine)[:, None] * g + np.arange(g)).reshape(-1)
+        ours = [records[i] for i in mine]
+        fields = {key: [r[key] for r in ours for _ in range(g)] for key in ours[0]
+                  if key not in ("question", "prompt", mixture_lib.SOURCE_KEY)}
+        fields["question"] = [data.prompt_text(r) for r in ours for _ in range(g)]
+        fields["completion_lengths"] = np.asarray(lengths)[rows].tolist()
+        fields["finished_by_stop"] = np.asarray(finished)[rows].tolist()
+        t, f, c = rewards_lib.score(specs, [prompts[i] for i in rows],
+                                    [texts[i] for i in rows], fields, params=params)
+        total[rows], failed[rows], source[rows] = t, f, index
+        for reward, scores in c.items():
+            components[reward][rows] = scores
+    return total, failed, components, source
+
+
+def source_metrics(config, rollouts: Rollouts) -> dict:
+    """Per prompt source s of a mixture: `s/reward` (total), `s/reward/<name>` and
+    `s/reward_errors/<name>` (r1jax.rewards.metrics over its rows), `s/accuracy` (the mean of
+    its correctness rewards, when it has one), `s/response_length` (tokens) and
+    `s/final_answer_empty` (share)."""
+    out = {}
+    for index, (name, (specs, params, _)) in enumerate(reward_sources(config).items()):
+        rows = rollouts.source == index
+        if not rows.any():
+            continue
+        m = rewards_lib.metrics({r: rollouts.reward_components[r][rows] for r in specs},
+                                rollouts.rewards[rows])
+        out.update({f"{name}/{k.replace('reward/total', 'reward')}": v for k, v in m.items()})
+        verifiers = [r for r in specs
+                     if rewards_lib.resolve(r, params.get(r))[0] in VERIFIES]
+        if verifiers:
+            out[f"{name}/accuracy"] = float(np.mean(
+                [np.nan_to_num(rollouts.reward_components[r][rows]) for r in verifiers]))
+        out[f"{name}/response_length"] = float(rollouts.lengths[rows].mean())
+        out[f"{name}/final_answer_empty"] = float(rollouts.final_answer_empty[rows].mean())
+    return out
 
 
 def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
@@ -175,6 +266,10 @@ def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     else:
         groups = np.arange(needed)
     selected = pooled.take((groups[:, None] * g + np.arange(g)).reshape(-1))
-    metrics = rewards_lib.metrics(pooled.reward_components, pooled.rewards)
+    if run.config.mixture:
+        metrics = {"reward/total": float(pooled.rewards.mean()),
+                   **source_metrics(run.config, pooled)}
+    else:
+        metrics = rewards_lib.metrics(pooled.reward_components, pooled.rewards)
     metrics["groups_informative"] = float(np.mean(informative_groups(selected.rewards, g)))
     return selected, metrics
