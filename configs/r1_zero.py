@@ -4,6 +4,7 @@
 
 Variants:
   (default) SmolLM2-135M-Instruct learning 2-digit addition on a 2-core CPU in ~8 minutes.
+  gspo      the default with GSPO's sequence-level ratio and clip range (3e-4 / 4e-4).
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   smollm2   SmolLM2-135M-Instruct on GSM8K (../shared/data) with the R1-Zero template.
   qwen2_5_1_5b, qwen2_5_7b
@@ -37,6 +38,13 @@ def _cpu(config: ml_collections.ConfigDict):
     # 20 steps: about 8 minutes on a 2-core AVX2 CPU (README); accuracy has plateaued by then.
     config.train.update(num_steps=20, eval_every=10, checkpoint_every=10)
     config.eval.update(max_problems=200, max_new_tokens=16)
+
+
+def _gspo(config: ml_collections.ConfigDict):
+    # GSPO (Zheng et al. 2025): one clipped ratio per sequence; the paper's clip range, about
+    # 1000× narrower than GRPO's because a sequence ratio is a length-normalised mean.
+    _cpu(config)
+    config.rl.update(importance_level="sequence", eps_low=3e-4, eps_high=4e-4)
 
 
 def _tiny(config: ml_collections.ConfigDict):
@@ -89,6 +97,7 @@ def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
 
 VARIANTS = {
     "cpu": _cpu,
+    "gspo": _gspo,
     "tiny": _tiny,
     "smollm2": _smollm2,
     "qwen2_5_1_5b": functools.partial(_paper_recipe, model="qwen2_5_1_5b",
@@ -120,6 +129,15 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
         beta=0.0,                    # KL coefficient; 0 skips the reference forward pass
         eps_low=0.2,
         eps_high=0.2,                # > eps_low is DAPO's clip-higher
+        # Ratio per token (GRPO) | per sequence (GSPO: exp of the mean log-ratio, clipped as a
+        # whole by eps_low / eps_high, which GSPO sets to ~3e-4 / 4e-4) | sequence_token
+        # (GSPO-token). See r1jax/losses/grpo.py.
+        importance_level="token",
+        # Importance-sampling correction of the sampler's truncated (top-k / top-p) distribution
+        # or numerics: none | tis (weights min(π_old / π_sampler, is_bound)) | mask (tokens
+        # whose ratio exceeds is_bound get weight 0). See r1jax/losses/importance.py.
+        is_correction="none",
+        is_bound=2.0,                # C (the TIS paper's 2)
         aggregation="sequence_mean",  # | token_mean (DAPO) | dr_grpo
         scale_by_std=True,           # False: Dr. GRPO's unscaled advantages
         num_iterations=1,            # μ: optimisation passes over each rollout batch

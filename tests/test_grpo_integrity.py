@@ -133,7 +133,8 @@ def test_rollouts_are_cut_at_the_first_answer_so_an_invented_turn_is_not_trained
         tokens[row, :len(seq)] = seq
     lengths = np.array([len(i) for i in ids], np.int32)
     mask = np.arange(width)[None] < lengths[:, None]
-    out = sampling.SampleOutput(tokens=tokens, logprobs=np.where(mask, -1.0, 0.0), mask=mask,
+    out = sampling.SampleOutput(tokens=tokens, logprobs=np.where(mask, -1.0, 0.0),
+                                sampled_logprobs=np.where(mask, -0.5, 0.0), mask=mask,
                                 lengths=lengths, finished_by_stop=np.array([False, False]))
     config = r1_zero.get_config("tiny")
     config.data.template = "r1_zero"
@@ -141,6 +142,7 @@ def test_rollouts_are_cut_at_the_first_answer_so_an_invented_turn_is_not_trained
     kept = tokenizer.decode(cut.tokens[0, :cut.lengths[0]])
     assert kept == "<think>2+3</think><answer>5</answer>"
     assert cut.mask[0].sum() == cut.lengths[0] and (cut.logprobs[0][~cut.mask[0]] == 0).all()
+    assert (cut.sampled_logprobs[0][~cut.mask[0]] == 0).all()
     assert cut.finished_by_stop.tolist() == [True, False]
     assert cut.lengths[1] == lengths[1]  # no stop string: unchanged
     config.rl.stop_strings = ()

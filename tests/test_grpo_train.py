@@ -27,6 +27,7 @@ def _rollout_batch(rng, n=8, p=5, c=6):
         prompt_tokens=prompt, prompt_lengths=lengths.astype(np.int32),
         completions=(rng.integers(1, CONFIG.vocab_size, (n, c)) * mask).astype(np.int32),
         mask=mask, logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
+        sampler_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
         ref_logprobs=rng.normal(-3, 0.1, (n, c)).astype(np.float32),
         advantages=rng.normal(size=n).astype(np.float32), rewards=np.zeros(n, np.float32),
         reward_failed=np.zeros(n, bool), reward_components={},
@@ -42,7 +43,8 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
     for micro in (1, 4):
         rl = ml_collections.ConfigDict(dict(
             num_micro_batches=micro, aggregation=aggregation, beta=0.04, eps_low=0.2,
-            eps_high=0.28, sampling=dict(temperature=1.0)))
+            eps_high=0.28, sampling=dict(temperature=1.0), importance_level="token",
+            is_correction="none", is_bound=2.0))
         state = run.TrainState(params=params, opt_state=optax.sgd(1.0).init(params),
                                reference=None, updates=jnp.zeros((), jnp.int32))
         new_state, metrics = grpo.grpo_update(state, batch, model_config=CONFIG,
@@ -123,7 +125,8 @@ def test_the_update_makes_no_implicit_host_device_transfer():
     batch = jax.device_put(_rollout_batch(np.random.default_rng(3)).arrays())
     rl = ml_collections.ConfigDict(dict(
         num_micro_batches=2, aggregation="token_mean", beta=0.04, eps_low=0.2, eps_high=0.28,
-        sampling=dict(temperature=1.0)))
+        sampling=dict(temperature=1.0),
+        importance_level="token", is_correction="none", is_bound=2.0))
     update = jax.jit(lambda s, b: grpo.grpo_update(s, b, model_config=CONFIG, optimizer=optimizer,
                                                    rl=rl, nan_policy="skip"))
     update(state, batch)  # compile outside the guard: tracing may place constants

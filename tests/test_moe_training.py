@@ -23,7 +23,8 @@ def _update(rate: float):
     batch = jax.tree.map(jnp.asarray, _rollout_batch(np.random.default_rng(0), n=8).arrays())
     rl = ml_collections.ConfigDict(dict(
         num_micro_batches=2, aggregation="sequence_mean", beta=0.0, eps_low=0.2, eps_high=0.2,
-        sampling=dict(temperature=1.0)))
+        sampling=dict(temperature=1.0),
+        importance_level="token", is_correction="none", is_bound=2.0))
     new_state, metrics = grpo.grpo_update(state, batch, model_config=CONFIG, optimizer=optimizer,
                                           rl=rl, nan_policy="stop", router_bias_rate=rate)
     return state, new_state, metrics

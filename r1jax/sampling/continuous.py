@@ -55,7 +55,8 @@ class Slots:
       step: int32[S] tokens generated so far.
       limit: int32[S] the sample's token budget.
       last_token: int32[S] the token to feed next.
-      tokens: int32[S, M]; logprobs: float32[S, M] the slot's completion so far (0 after it).
+      tokens: int32[S, M]; logprobs, sampled_logprobs: float32[S, M] the slot's completion so
+        far (0 after it; see `sampler.SampleOutput`).
       done: bool[S] finished, or empty; stopped: bool[S] finished by a stop token.
     """
 
@@ -68,6 +69,7 @@ class Slots:
     last_token: jax.Array
     tokens: jax.Array
     logprobs: jax.Array
+    sampled_logprobs: jax.Array
     done: jax.Array
     stopped: jax.Array
 
@@ -84,6 +86,7 @@ def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
                  prompt_length=zeros, step=zeros, limit=zeros, last_token=zeros,
                  tokens=jnp.zeros((num_slots, max_new_tokens), jnp.int32),
                  logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
+                 sampled_logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
                  done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool))
 
 
@@ -98,8 +101,8 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
     rows, width = prompts.shape
     cache_len = slots.cache["k"].shape[2]
     logits, cache = sampler.prefill(config, params, prompts, lengths, cache_len)
-    token, logprob, stopped = sampler.choose(logits, keys, 0, jnp.ones((rows,), bool), strategy,
-                                             sampler.stop_array(stop_tokens))
+    token, logprob, sampled, stopped = sampler.choose(
+        logits, keys, 0, jnp.ones((rows,), bool), strategy, sampler.stop_array(stop_tokens))
 
     def put(old, new, axis=0):
         index = (slice(None),) * axis + (slot_ids,)
@@ -117,6 +120,8 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
         tokens=put(slots.tokens, jnp.zeros((rows, max_new), jnp.int32).at[:, 0].set(token)),
         logprobs=put(slots.logprobs,
                      jnp.zeros((rows, max_new), jnp.float32).at[:, 0].set(logprob)),
+        sampled_logprobs=put(slots.sampled_logprobs,
+                             jnp.zeros((rows, max_new), jnp.float32).at[:, 0].set(sampled)),
         done=put(slots.done, stopped | (limits <= 1)), stopped=put(slots.stopped, stopped))
 
 
@@ -146,14 +151,15 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
         logits, cache = sampler.decode_step(
             config, params, slots.last_token, slots.prompt_length + slots.step - 1,
             {**slots.cache, "index": index}, window)
-        token, logprob, stopped = sampler.choose(logits, slots.keys, slots.step, active,
-                                                 strategy, stops)
+        token, logprob, sampled, stopped = sampler.choose(logits, slots.keys, slots.step,
+                                                          active, strategy, stops)
         column = jnp.where(active, slots.step, max_new)  # Out of range: dropped.
         step = slots.step + active.astype(jnp.int32)
         return i + 1, slots.replace(
             cache=cache, step=step, last_token=jnp.where(active, token, slots.last_token),
             tokens=slots.tokens.at[rows, column].set(token, mode="drop"),
             logprobs=slots.logprobs.at[rows, column].set(logprob, mode="drop"),
+            sampled_logprobs=slots.sampled_logprobs.at[rows, column].set(sampled, mode="drop"),
             done=slots.done | stopped | (step >= slots.limit), stopped=slots.stopped | stopped)
 
     return jax.lax.while_loop(unfinished, step, (jnp.zeros((), jnp.int32), slots))[1]
@@ -209,6 +215,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     total = len(prompts) * n
     out_tokens = np.zeros((total, max_new_tokens), np.int32)
     out_logprobs = np.zeros((total, max_new_tokens), np.float32)
+    out_sampled = np.zeros((total, max_new_tokens), np.float32)
     out_lengths = np.zeros((total,), np.int32)
     out_stopped = np.zeros((total,), bool)
 
@@ -240,18 +247,20 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
         progress = start + step
         finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]
         if finished:
-            tokens, logprobs, stopped = jax.device_get((slots.tokens, slots.logprobs,
-                                                        slots.stopped))
+            tokens, logprobs, sampled, stopped = jax.device_get(
+                (slots.tokens, slots.logprobs, slots.sampled_logprobs, slots.stopped))
             for s in finished:
                 i, length = owner[s], step[s]
                 out_tokens[i, :length] = tokens[s, :length]
                 out_logprobs[i, :length] = logprobs[s, :length]
+                out_sampled[i, :length] = sampled[s, :length]
                 out_lengths[i], out_stopped[i] = length, stopped[s]
                 owner[s] = None
             if on_done is not None:
                 on_done(len(finished))
     mask = np.arange(max_new_tokens)[None, :] < out_lengths[:, None]
-    return sampler.SampleOutput(tokens=out_tokens, logprobs=out_logprobs, mask=mask,
+    return sampler.SampleOutput(tokens=out_tokens, logprobs=out_logprobs,
+                                sampled_logprobs=out_sampled, mask=mask,
                                 lengths=out_lengths, finished_by_stop=out_stopped)
 
 

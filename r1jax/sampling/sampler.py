@@ -49,7 +49,11 @@ class SampleOutput:
       tokens: int32[N, M] sampled tokens, 0 after the end of each completion.
       logprobs: float32[N, M] log-probability of each sampled token under the model at the
         sampling temperature (greedy: temperature 1), not truncated by top-k/top-p: the
-        behaviour policy's logprobs GRPO needs. 0 where `mask` is False.
+        policy GRPO's ratio compares with, the trainer's. 0 where `mask` is False.
+      sampled_logprobs: float32[N, M] log-probability of each sampled token under the
+        distribution it was actually drawn from: the tempered softmax cut to top-k / top-p and
+        renormalised (equal to `logprobs` without truncation; 0 for greedy, a point mass). What
+        importance-sampling correction (`losses.importance`) divides by. 0 where `mask` is False.
       mask: bool[N, M] True for generated tokens, the stop token included.
       lengths: int32[N] number of generated tokens (mask.sum(-1)).
       finished_by_stop: bool[N] True when the completion ended with a stop token, False when it
@@ -58,6 +62,7 @@ class SampleOutput:
 
     tokens: jax.Array
     logprobs: jax.Array
+    sampled_logprobs: jax.Array
     mask: jax.Array
     lengths: jax.Array
     finished_by_stop: jax.Array
@@ -70,6 +75,7 @@ class _DecodeState(NamedTuple):
     last_token: jax.Array    # int32[N]: token sampled at step - 1
     tokens: jax.Array        # int32[N, M]
     logprobs: jax.Array      # float32[N, M]
+    sampled_logprobs: jax.Array  # float32[N, M]
     lengths: jax.Array       # int32[N]
     done: jax.Array          # bool[N]
     stopped: jax.Array       # bool[N]
@@ -152,18 +158,21 @@ def repeat_rows(tree, n: int):
 
 def choose(logits: jax.Array, keys: jax.Array, steps: jax.Array, active: jax.Array,
            strategy: Strategy, stop_tokens: jax.Array):
-    """Token number `steps` of each sample from float32[N, V] logits, with its logprob.
+    """Token number `steps` of each sample from float32[N, V] logits, with its logprobs.
 
     keys: key[N] the samples' keys (`strategies.sample_keys`); steps: int32[] or int32[N];
-    active: bool[N], rows not active get token 0 and logprob 0. Returns (int32[N] tokens,
-    float32[N] logprobs, bool[N] stopped: an active row that drew a stop token).
+    active: bool[N], rows not active get token 0 and logprobs 0. Returns (int32[N] tokens,
+    float32[N] logprobs at the temperature, float32[N] logprobs under the truncated distribution
+    drawn from (`SampleOutput`), bool[N] stopped: an active row that drew a stop token).
     """
-    token = strategies.sample(logits, strategies.step_keys(keys, steps), strategy)
+    token, sampled = strategies.sample_with_logprobs(logits, strategies.step_keys(keys, steps),
+                                                     strategy)
     logprob = logprobs_lib.token_logprobs(logits, token, strategy.temperature)
     token = jnp.where(active, token, 0)
     logprob = jnp.where(active, logprob, 0.0)
+    sampled = jnp.where(active, sampled, 0.0)
     stopped = active & jnp.any(token[:, None] == stop_tokens[None, :], axis=-1)
-    return token, logprob, stopped
+    return token, logprob, sampled, stopped
 
 
 def stop_array(stop_tokens: tuple[int, ...]) -> jax.Array:
@@ -175,7 +184,8 @@ def _record(state: _DecodeState, logits: jax.Array, keys: jax.Array, strategy: S
             stop_tokens: jax.Array, limits: jax.Array) -> _DecodeState:
     """Samples step `state.step`'s token from float32[N, V] logits and books it."""
     active = ~state.done
-    token, logprob, stopped = choose(logits, keys, state.step, active, strategy, stop_tokens)
+    token, logprob, sampled, stopped = choose(logits, keys, state.step, active, strategy,
+                                              stop_tokens)
     lengths = state.lengths + active.astype(jnp.int32)
     return state._replace(
         step=state.step + 1,
@@ -183,6 +193,8 @@ def _record(state: _DecodeState, logits: jax.Array, keys: jax.Array, strategy: S
         tokens=jax.lax.dynamic_update_slice_in_dim(state.tokens, token[:, None], state.step, 1),
         logprobs=jax.lax.dynamic_update_slice_in_dim(state.logprobs, logprob[:, None], state.step,
                                                      1),
+        sampled_logprobs=jax.lax.dynamic_update_slice_in_dim(
+            state.sampled_logprobs, sampled[:, None], state.step, 1),
         lengths=lengths,
         done=state.done | stopped | (lengths >= limits),
         stopped=state.stopped | stopped)
@@ -208,6 +220,7 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, prompt_id
         step=jnp.zeros((), jnp.int32), last_token=jnp.zeros((rows,), jnp.int32),
         tokens=jnp.zeros((rows, max_new_tokens), jnp.int32),
         logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
+        sampled_logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
         lengths=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool),
         stopped=jnp.zeros((rows,), bool), cache=cache)
     record = functools.partial(_record, keys=strategies.sample_keys(rng, prompt_ids, n),
@@ -229,7 +242,8 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, prompt_id
                 lambda state, last=last_step: unfinished(state) & (state.step <= last),
                 functools.partial(step, window=window), state)
     mask = jnp.arange(max_new_tokens)[None, :] < state.lengths[:, None]
-    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs, mask=mask,
+    return SampleOutput(tokens=state.tokens, logprobs=state.logprobs,
+                        sampled_logprobs=state.sampled_logprobs, mask=mask,
                         lengths=state.lengths, finished_by_stop=state.stopped)
 
 
@@ -346,7 +360,8 @@ def sample_batch(config: models.ModelConfig, params, prompt_tokens: jax.Array,
         attends to the whole cache at every step (one compiled step instead of a few).
     Returns:
       SampleOutput with B * n rows, the n completions of prompt 0 first. Logprobs are under the
-      model at the sampling temperature (greedy: 1), not truncated by top-k/top-p.
+      model at the sampling temperature (greedy: 1), not truncated by top-k/top-p;
+      sampled_logprobs under the truncated distribution the tokens were drawn from.
     """
     strategy = Strategy(float(temperature), top_k, top_p)
     stop_tokens = validate_settings(config, max_new_tokens, n, strategy, stop_tokens)

@@ -127,10 +127,21 @@ def sample(logits: jax.Array, rngs: jax.Array, strategy: Strategy) -> jax.Array:
     batched with: see `sample_keys`. Sampling is the Gumbel-max trick, as in
     `jax.random.categorical` (the same draws for the same key), with the faster `argmax`.
     """
+    return sample_with_logprobs(logits, rngs, strategy)[0]
+
+
+def sample_with_logprobs(logits: jax.Array, rngs: jax.Array,
+                         strategy: Strategy) -> tuple[jax.Array, jax.Array]:
+    """(int32[N] next tokens as `sample` draws them, float32[N] their log-probabilities under the
+    distribution they were drawn from: softmax(logits / T) cut to top-k / top-p and renormalised;
+    0 for greedy, a point mass)."""
     if strategy.greedy:
-        return argmax(logits)
+        return argmax(logits), jnp.zeros(logits.shape[:1], jnp.float32)
+    shaped = sampling_logits(logits, strategy)
     noise = jax.vmap(lambda key: jax.random.gumbel(key, logits.shape[1:], logits.dtype))(rngs)
-    return argmax(sampling_logits(logits, strategy) + noise)
+    token = argmax(shaped + noise)
+    picked = jnp.take_along_axis(shaped, token[:, None], axis=-1)[:, 0]
+    return token, picked - jax.nn.logsumexp(shaped, axis=-1)
 
 
 def sample_keys(rng: jax.Array, prompt_ids: jax.Array, n: int) -> jax.Array:

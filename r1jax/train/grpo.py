@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from r1jax import data, sharding
-from r1jax.losses import grpo as grpo_lib, logprobs as logprobs_lib
+from r1jax.losses import grpo as grpo_lib, importance as importance_lib, logprobs as logprobs_lib
 from r1jax.models import transformer
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
 from r1jax.train.rollouts import Rollouts, check_rewards, collect
@@ -95,10 +95,16 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
         logits = logprobs_lib.tempered(logits, rl.sampling.temperature)
         logprobs = logprobs_lib.token_logprobs(logits, mb.completions)
         entropy = logprobs_lib.token_entropy(logits)
+        is_weights, is_metrics = None, {}
+        if rl.is_correction != "none":
+            is_weights, is_metrics = importance_lib.correction_weights(
+                mb.logprobs, mb.sampler_logprobs, mb.mask, rl.is_correction, rl.is_bound)
         loss, metrics = grpo_lib.grpo_loss(
             logprobs, mb.logprobs, mb.ref_logprobs if rl.beta > 0 else None, mb.advantages,
             mb.mask, eps_low=rl.eps_low, eps_high=rl.eps_high, beta=rl.beta,
-            aggregation=rl.aggregation)
+            aggregation=rl.aggregation, importance_level=rl.importance_level,
+            is_weights=is_weights)
+        metrics.update(is_metrics)
         metrics["entropy"] = (entropy * mb.mask).sum() / jnp.maximum(mb.mask.sum(), 1.0)
         return loss, {**metrics, **step_lib.router_outputs(router)}
 
@@ -119,6 +125,12 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
                   f"one of {grpo_lib.AGGREGATIONS}")
     run_lib.require(0 <= rl.eps_low < 1, "rl.eps_low", rl.eps_low, "a float in [0, 1)")
     run_lib.require(rl.eps_high >= 0, "rl.eps_high", rl.eps_high, "a float >= 0")
+    run_lib.require(rl.importance_level in grpo_lib.IMPORTANCE_LEVELS, "rl.importance_level",
+                    rl.importance_level, f"one of {grpo_lib.IMPORTANCE_LEVELS}")
+    run_lib.require(rl.is_correction in importance_lib.CORRECTIONS, "rl.is_correction",
+                    rl.is_correction, f"one of {importance_lib.CORRECTIONS}")
+    run_lib.require(rl.is_bound >= 1, "rl.is_bound", rl.is_bound,
+                    "a float >= 1 (a bound below 1 would cut on-policy tokens' weights too)")
     run_lib.require(rl.sampling.temperature > 0, "rl.sampling.temperature",
                     rl.sampling.temperature,
                   "a float > 0 (GRPO needs sampled, not greedy, rollouts)")

@@ -29,6 +29,8 @@ class Rollouts:
       prompt_tokens: int32[N, P] left-padded prompts; prompt_lengths: int32[N].
       completions: int32[N, C]; mask: float32[N, C], 1 on the tokens the loss counts.
       logprobs: float32[N, C] log π_old of each completion token (the policy that sampled it).
+      sampler_logprobs: float32[N, C] log μ, the truncated distribution the sampler drew each
+        token from (`SampleOutput.sampled_logprobs`): importance-sampling correction's divisor.
       ref_logprobs: float32[N, C] log π_ref, or None (β = 0, or not computed yet).
       advantages: float32[N] (zeros until `with_advantages`).
       rewards: float32[N] the weighted sum of the configured rewards.
@@ -46,6 +48,7 @@ class Rollouts:
     completions: np.ndarray
     mask: np.ndarray
     logprobs: np.ndarray
+    sampler_logprobs: np.ndarray
     ref_logprobs: Optional[np.ndarray]
     advantages: np.ndarray
     rewards: np.ndarray
@@ -143,6 +146,7 @@ def cut_at_stop_strings(out: sampling.SampleOutput, tokenizer,
     cut = sampling.cut_at_stop_strings(out.tokens, out.lengths, tokenizer, strings)
     return out.replace(tokens=cut.tokens, mask=cut.mask, lengths=cut.lengths,
                        logprobs=np.where(cut.mask, out.logprobs, 0.0),
+                       sampled_logprobs=np.where(cut.mask, out.sampled_logprobs, 0.0),
                        finished_by_stop=np.asarray(out.finished_by_stop) | cut.stopped)
 
 
@@ -175,6 +179,7 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
         prompt_tokens=np.repeat(prompt_tokens, g, axis=0),
         prompt_lengths=np.repeat(prompt_lengths, g), completions=np.asarray(out.tokens),
         mask=np.asarray(out.mask, np.float32), logprobs=np.asarray(out.logprobs),
+        sampler_logprobs=np.asarray(out.sampled_logprobs),
         ref_logprobs=None, advantages=np.zeros_like(rewards), rewards=rewards,
         reward_failed=np.asarray(failed, bool), reward_components=components,
         lengths=np.asarray(out.lengths),
