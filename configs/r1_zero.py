@@ -4,6 +4,7 @@
 
 Variants:
   (default) SmolLM2-135M-Instruct learning 2-digit addition on this 2-core CPU in ~15 minutes.
+  lora      the default run training rank-16 LoRA adapters instead of every weight.
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   smollm2   SmolLM2-135M-Instruct on GSM8K (../shared/data) with the R1-Zero template.
   qwen2_5_1_5b, qwen2_5_7b
@@ -36,6 +37,16 @@ def _cpu(config: ml_collections.ConfigDict):
     config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
     config.train.update(num_steps=30, eval_every=10, checkpoint_every=10)
     config.eval.update(max_problems=200, max_new_tokens=16)
+
+
+def _lora(config: ml_collections.ConfigDict):
+    # The default run with rank-16 adapters on every projection (attention and MLP: "LoRA
+    # Without Regret", Schulman et al. 2025, finds MLP adapters matter most) and alpha 32, that
+    # study's fixed alpha (PEFT's scale alpha / rank = 2). Its sweeps put LoRA's best learning
+    # rate about 10x full fine-tuning's, for SFT and RL alike: 10 × the default's 2e-5.
+    _cpu(config)
+    config.model.lora.update(rank=16, alpha=32.0)
+    config.optimizer.update(learning_rate=2e-4)
 
 
 def _tiny(config: ml_collections.ConfigDict):
@@ -88,6 +99,7 @@ def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
 
 VARIANTS = {
     "cpu": _cpu,
+    "lora": _lora,
     "tiny": _tiny,
     "smollm2": _smollm2,
     "qwen2_5_1_5b": functools.partial(_paper_recipe, model="qwen2_5_1_5b",
