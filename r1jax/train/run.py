@@ -242,6 +242,9 @@ def init_state(run: Run, optimizer: optax.GradientTransformation, *,
             init_adapters(run.model_config, rng, run.param_shardings))
     if run.model_config.lora is not None:
         params = lora.with_base_dtype(params, run.config.model.lora.base_dtype)
+        log.info("LoRA rank %d on %s: %.2fM trainable parameters, base frozen in %s",
+                 run.model_config.lora.rank, ",".join(run.model_config.lora.targets),
+                 lora.count(lora.adapters(params)) / 1e6, run.config.model.lora.base_dtype)
     trainable = lora.trainable(params)
     opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, trainable),
                                             jax.tree.map(lambda x: x.sharding, trainable))
