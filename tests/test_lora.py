@@ -55,6 +55,17 @@ def test_rank_0_adds_no_adapters_and_the_update_trains_every_weight():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_a_head_beside_an_adapted_model_trains_and_its_base_stays_frozen():
+    params = jax.eval_shape(models.init_params, models.preset("tiny_llama").replace(lora=LORA),
+                            jax.random.key(0))
+    tree = {"policy": params, "value_head": {"kernel": jnp.zeros((64, 1))}}
+    trainable, frozen = lora.split(tree)
+    assert trainable["value_head"] is tree["value_head"] and "value_head" not in frozen
+    assert trainable["policy"] == lora.adapters(params)
+    assert frozen["policy"] == lora.base(params)
+    assert lora.combine(frozen, trainable) == tree
+
+
 @pytest.mark.parametrize("preset", ["tiny_llama", "tiny_qwen2", "tiny_qwen3"])
 def test_untrained_adapters_give_the_base_models_logits_exactly(preset):
     config = models.preset(preset)

@@ -8,7 +8,7 @@ inside the layer, so training, the sampler and evaluation all run the adapted mo
 params tree without ever materialising W + A·B·scale (`merged` does that for exports only).
 The adapters live in that same tree beside their kernel (`layers/attn/q_lora_a`, `.../q_lora_b`,
 stacked over layers like every layer weight, with logical axes for sharding); a tree that holds
-adapters trains only them (`trainable` / `frozen`), so the optimizer state, the checkpoints and
+adapters trains only them (`split`), so the optimizer state, the checkpoints and
 π_ref hold the adapters alone while the base comes from model.path at start-up.
 
 A starts as PEFT's (kaiming-uniform: U(±1/sqrt(fan_in))), B at zero: an untrained adapter is
@@ -98,16 +98,38 @@ def combine(frozen: dict, trainable: dict) -> dict:
     return out
 
 
+def split(params: dict) -> tuple[dict, dict]:
+    """(trainable, frozen): what an update trains, the optimizer holds and a checkpoint keeps,
+    and what stays as loaded.
+
+    A model's tree (a dict with `layers`) that holds adapters contributes its adapters to the
+    trainable part and its base to the frozen one; every other leaf trains, so a tree holding
+    an adapted policy beside other weights (a value or reward head) trains those too. A tree
+    without adapters is all trainable: (params, {}).
+    """
+    if not adapters(params):
+        return params, {}
+    if "layers" in params:
+        return adapters(params), base(params)
+    trainable, frozen = {}, {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            value, still = split(value)
+            if still:
+                frozen[key] = still
+        if not isinstance(value, dict) or value:
+            trainable[key] = value
+    return trainable, frozen
+
+
 def trainable(params: dict) -> dict:
-    """What an update trains, the optimizer holds and a checkpoint keeps: the adapters when the
-    tree has any, else all of it."""
-    found = adapters(params)
-    return found if found else params
+    """The trainable part of a params tree (see `split`): all of it without adapters."""
+    return split(params)[0]
 
 
 def frozen(params: dict) -> dict:
-    """What stays as loaded: the base when the tree has adapters, else nothing ({})."""
-    return base(params) if adapters(params) else {}
+    """The frozen part of a params tree (see `split`): {} without adapters."""
+    return split(params)[1]
 
 
 def with_base_dtype(params: dict, dtype: str) -> dict:

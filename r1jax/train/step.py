@@ -37,8 +37,7 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
     Returns:
       (state, metrics) with metrics averaged over micro-batches, plus loss and grad_norm.
     """
-    params, opt_state = lora.trainable(state.params), state.opt_state
-    frozen = lora.frozen(state.params)
+    (params, frozen), opt_state = lora.split(state.params), state.opt_state
     micro = jax.tree.map(lambda x: x.reshape(num_micro_batches, -1, *x.shape[1:]), batch)
 
     def accumulate(grads, xs):
