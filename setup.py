@@ -36,6 +36,7 @@ setuptools.setup(
             "pytest-xdist",
             "beartype",
             "accelerate",
+            "peft",  # tests/test_lora.py loads r1jax's LoRA adapters with it
             "nbclient",
             "nbformat",
             "ipykernel",

@@ -53,6 +53,18 @@ def model_config() -> ml_collections.ConfigDict:
         max_seq_len=0,       # >0 overrides the model's context length
         dtype="float32",     # compute dtype; bfloat16 on accelerators
         param_dtype="float32",  # master weights
+        lora=lora_config(),
+    ))
+
+
+def lora_config() -> ml_collections.ConfigDict:
+    """model.lora: low-rank adapters on the dense projections; rank 0 trains every weight."""
+    return ml_collections.ConfigDict(dict(
+        rank=0,              # 0 = off; > 0: only adapters train, the base stays as loaded
+        alpha=32.0,          # scale = alpha / rank (PEFT's lora_alpha)
+        dropout=0.0,         # on the adapters' input; SFT only (sampling stages keep 0)
+        targets=("q", "k", "v", "o", "gate", "up", "down"),  # attention q/k/v/o, MLP gate/up/down
+        base_dtype="float32",  # | bfloat16: the frozen base's storage (adapters: param_dtype)
     ))
 
 

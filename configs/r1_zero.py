@@ -5,6 +5,7 @@
 Variants:
   (default) SmolLM2-135M-Instruct learning 2-digit addition on a 2-core CPU in ~8 minutes.
   gspo      the default with GSPO's sequence-level ratio and clip range (3e-4 / 4e-4).
+  lora      the default run training rank-16 LoRA adapters instead of every weight.
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   smollm2   SmolLM2-135M-Instruct on GSM8K (../shared/data) with the R1-Zero template.
   qwen2_5_1_5b, qwen2_5_7b
@@ -45,6 +46,16 @@ def _gspo(config: ml_collections.ConfigDict):
     # 1000× narrower than GRPO's because a sequence ratio is a length-normalised mean.
     _cpu(config)
     config.rl.update(importance_level="sequence", eps_low=3e-4, eps_high=4e-4)
+
+
+def _lora(config: ml_collections.ConfigDict):
+    # The default run with rank-16 adapters on every projection (attention and MLP: "LoRA
+    # Without Regret", Schulman et al. 2025, finds MLP adapters matter most) and alpha 32, that
+    # study's fixed alpha (PEFT's scale alpha / rank = 2). Its sweeps put LoRA's best learning
+    # rate about 10x full fine-tuning's, for SFT and RL alike: 10 × the default's 2e-5.
+    _cpu(config)
+    config.model.lora.update(rank=16, alpha=32.0)
+    config.optimizer.update(learning_rate=2e-4)
 
 
 def _tiny(config: ml_collections.ConfigDict):
@@ -98,6 +109,7 @@ def _paper_recipe(config: ml_collections.ConfigDict, model: str, mesh: dict):
 VARIANTS = {
     "cpu": _cpu,
     "gspo": _gspo,
+    "lora": _lora,
     "tiny": _tiny,
     "smollm2": _smollm2,
     "qwen2_5_1_5b": functools.partial(_paper_recipe, model="qwen2_5_1_5b",

@@ -1,10 +1,16 @@
-"""Converts a GGUF file or a Hugging Face directory into a Hugging Face directory.
+"""Converts a GGUF file, a Hugging Face directory or an r1jax workdir's checkpoint into a
+Hugging Face directory.
 
 The output (config.json, safetensors, tokenizer) loads with transformers'
 AutoModelForCausalLM/AutoTokenizer and with r1jax.models.load_pretrained/load_tokenizer:
 
     python -m launch.convert --input=SmolLM2-135M-Instruct.Q4_1.gguf --output=/tmp/smollm2 \
         --dtype=bfloat16
+
+A LoRA run's workdir (newest checkpoint, or WORKDIR/checkpoints/STEP) is written merged
+(W + A·B·scale); --peft_output also writes its adapters in PEFT's layout:
+
+    python -m launch.convert --input=WORKDIR --output=/tmp/merged --peft_output=/tmp/adapter
 """
 import os
 import time
@@ -12,18 +18,25 @@ import time
 from absl import flags
 
 from launch import cli
-from r1jax.models import convert
+from launch.evaluate import checkpoint_location, load_model
+from r1jax.errors import UserError
+from r1jax.models import convert, convert_lora
 from r1jax.models.tokenizer import load_tokenizer
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("input", None, "A .gguf file or a Hugging Face model directory.",
+    flags.DEFINE_string("input", None, "A .gguf file, a Hugging Face model directory or an "
+                        "r1jax workdir (WORKDIR/checkpoints/STEP for a given step).",
                         required=True)
     flags.DEFINE_string("output", None, "Directory to write the Hugging Face model to.",
                         required=True)
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Dtype of the written weights.")
+    flags.DEFINE_string("peft_output", None, "A LoRA workdir's adapters in PEFT's layout "
+                        "(adapter_config.json + adapter_model.safetensors) go here.")
+    flags.DEFINE_string("base_model", "", "The adapter's base_model_name_or_path (with "
+                        "--peft_output): the HF directory of the model it was trained on.")
     flags.DEFINE_float("max_shard_gb", convert.MAX_SHARD_BYTES / 1024**3,
                        "Weights larger than this are split into indexed shards.")
 
@@ -40,10 +53,24 @@ def has_tokenizer(path: str) -> bool:
 def main(argv):
     del argv
     start = time.perf_counter()
-    config, params = convert.load_pretrained_numpy(FLAGS.input, param_dtype=FLAGS.dtype)
-    tokenizer = load_tokenizer(FLAGS.input) if has_tokenizer(FLAGS.input) else None
-    convert.save_pretrained(config, params, FLAGS.output, tokenizer=tokenizer,
-                            max_shard_bytes=int(FLAGS.max_shard_gb * 1024**3))
+    max_shard_bytes = int(FLAGS.max_shard_gb * 1024**3)
+    if checkpoint_location(FLAGS.input) is not None:
+        config, params, tokenizer, _ = load_model(FLAGS.input)
+    else:
+        config, params = convert.load_pretrained_numpy(FLAGS.input, param_dtype=FLAGS.dtype)
+        tokenizer = load_tokenizer(FLAGS.input) if has_tokenizer(FLAGS.input) else None
+    if FLAGS.peft_output and config.lora is None:
+        raise UserError(f"--peft_output={FLAGS.peft_output}: --input={FLAGS.input} has no LoRA "
+                        "adapters (only a LoRA run's workdir has)")
+    if FLAGS.peft_output:
+        convert_lora.save_peft_adapter(config, params, FLAGS.peft_output, FLAGS.base_model)
+        print(f"LoRA rank {config.lora.rank} adapters: wrote {FLAGS.peft_output}")
+    if config.lora is not None:
+        convert_lora.save_merged(config, params, FLAGS.output, tokenizer,
+                                 param_dtype=FLAGS.dtype, max_shard_bytes=max_shard_bytes)
+    else:
+        convert.save_pretrained(config.replace(param_dtype=FLAGS.dtype), params, FLAGS.output,
+                                tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
     tokenizer_note = "included" if tokenizer is not None else "absent"
     print(f"{convert.HF_ARCHITECTURES[config.architecture]}: {config.num_params / 1e6:.2f}M "
           f"parameters ({config.num_layers} layers, d={config.embed_dim}) in {FLAGS.dtype}, "

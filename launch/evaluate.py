@@ -68,7 +68,7 @@ def load_problems(data: str, reward: str, data_dir: str | None = None, split: st
     return list(builders.load(data, data_dir, split))
 
 
-def _checkpoint_location(path: str) -> tuple[str, int | None] | None:
+def checkpoint_location(path: str) -> tuple[str, int | None] | None:
     """(workdir, step) when `path` is an r1jax workdir (step None: newest) or WORKDIR/checkpoints/STEP."""
     if os.path.isdir(os.path.join(path, checkpoint.CHECKPOINT_DIR)):
         return path, None
@@ -88,7 +88,7 @@ def load_model(path: str, tokenizer_path: str | None = None):
       FileNotFoundError: the path, or a checkpoint in a workdir, does not exist.
       ValueError: a workdir or checkpoint without tokenizer_path.
     """
-    location = _checkpoint_location(path)
+    location = checkpoint_location(path)
     if location is None:
         if not os.path.exists(path):
             raise FileNotFoundError(f"--model={path} does not exist: expected a Hugging Face model directory, "

@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from r1jax.errors import CheckpointError
-from r1jax.models.config import ModelConfig, RopeScaling
+from r1jax.models.config import LoraConfig, ModelConfig, RopeScaling
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def model_config_from_dict(values: dict) -> ModelConfig:
     values = dict(values)
     if values.get("rope_scaling"):
         values["rope_scaling"] = RopeScaling(**values["rope_scaling"])
+    if values.get("lora"):
+        values["lora"] = LoraConfig(**{**values["lora"], "targets": tuple(values["lora"]["targets"])})
     return ModelConfig(**values)
 
 
@@ -320,6 +322,17 @@ class Checkpointer:
             self._manager.close()
 
 
+def _lora_base(config: ModelConfig, source: dict, shardings) -> dict:
+    """A LoRA run's frozen base as that run loaded it (see `restore_params`), on `shardings`."""
+    from r1jax.models import convert, lora, transformer
+    if source["path"]:
+        _, base = convert.load_pretrained_numpy(source["path"], param_dtype=config.param_dtype)
+    else:
+        base = lora.base(transformer.init_params(config, jax.random.key(source["seed"])))
+    base = lora.with_base_dtype(base, source["dtype"])
+    return jax.tree.map(lambda x, s: jax.device_put(x, s), base, lora.base(shardings))
+
+
 def latest_step(workdir: str) -> Optional[int]:
     """The newest complete checkpoint step under workdir, or None."""
     if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
@@ -337,8 +350,13 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
     `shardings`, a tree like params of jax.sharding.Sharding, places them; default: device 0.
     `shapes`, model_config -> a tree of jax.ShapeDtypeStruct, describes params of another form
     than the policy's (a reward model's backbone and head); default: the policy's.
+
+    A LoRA run's checkpoint holds the adapters only: the base comes back from where that run
+    loaded it (meta["lora_base"]: model.path, or the random init of its seed), so that file
+    must still be there. The params returned are base and adapters in one tree.
     """
     from r1jax.models.transformer import abstract_params  # Avoids a models <-> checkpoint cycle.
+    from r1jax.models import lora
     import flax.linen as nn
 
     directory = os.path.join(workdir, CHECKPOINT_DIR)
@@ -355,10 +373,14 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
                 f"{sorted(manager.all_steps())}.")
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         config = model_config_from_dict(meta["model_config"])
+        with_lora = config.lora is not None and shapes is None
         shapes = (shapes or (lambda c: nn.meta.unbox(abstract_params(c))))(config)
         if shardings is None:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
             shardings = jax.tree.map(lambda _: device, shapes)
+        full_shardings = shardings
+        if with_lora:
+            shapes, shardings = lora.adapters(shapes), lora.adapters(shardings)
         target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                               shapes, shardings)
         step_dir = os.path.join(_directory(workdir), str(step))
@@ -368,6 +390,8 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
             raise CheckpointError(f"Checkpoint step {step} ({step_dir}) does not restore: {failure}")
         params = manager.restore(
             step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+        if with_lora:
+            params = lora.combine(_lora_base(config, meta["lora_base"], full_shardings), params)
         return config, params
     finally:
         manager.close()

@@ -65,6 +65,7 @@ DEFAULT_RULES: Rules = (
     ("head_dim", None),
     ("q_lora", None),
     ("kv_lora", None),
+    ("lora_rank", None),  # LoRA adapters' rank: small, replicated
     ("router_experts", None),
     ("expert_capacity", None),
     ("layers", None),

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from r1jax.models import lora
 from r1jax.models.config import ModelConfig
 from r1jax.models.layers import (RMSNorm, annotated_param, apply_rope, rope_attention_factor,
                                  rope_inverse_frequencies)
@@ -109,6 +110,10 @@ class Attention(nn.Module):
         kernel, bias = self._projection(name, heads, heads_axis)
         dtype = self.config.dtype
         out = jnp.einsum("btd,dhk->bthk", x, kernel.astype(dtype))
+        if lora.targeted(self.config, name):
+            out = out + lora.delta(self, self.config, name, x, (self.config.embed_dim,),
+                                   (heads, self.config.head_dim), ("embed",),
+                                   (heads_axis, "head_dim"))
         if bias is not None:
             out = out + bias.astype(dtype)
         return out
@@ -152,4 +157,9 @@ class Attention(nn.Module):
             out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                                    ("q_heads", "head_dim", "embed"), cfg.param_dtype)
-        return jnp.einsum("bthk,hkd->btd", out, o_kernel.astype(cfg.dtype)), cache
+        projected = jnp.einsum("bthk,hkd->btd", out, o_kernel.astype(cfg.dtype))
+        if lora.targeted(cfg, "o"):
+            projected = projected + lora.delta(self, cfg, "o", out, (cfg.num_heads, cfg.head_dim),
+                                               (cfg.embed_dim,), ("q_heads", "head_dim"),
+                                               ("embed",))
+        return projected, cache

@@ -153,6 +153,39 @@ class MoEConfig:
                              f"{self.topk_groups * per_group}].")
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (LoRA, Hu et al. 2021) on a dense model's projections.
+
+    A targeted weight W [in, out] computes x·W + dropout(x)·A·B·(alpha / rank), with A [in, rank]
+    and B [rank, out] (B starts at zero, so an untrained adapter changes nothing). See lora.py.
+
+    Attributes:
+        rank, alpha: the adapters' rank and scale numerator (PEFT's r and lora_alpha).
+        targets: which projections get adapters, from LORA_TARGETS (q/k/v/o attention, the
+            gate/up/down MLP).
+        dropout: dropout on the adapters' input while training (0 where the policy samples).
+    """
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...] = LORA_TARGETS
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        unknown = sorted(set(self.targets) - set(LORA_TARGETS))
+        if self.rank < 1 or not self.targets or unknown:
+            raise ValueError(f"LoraConfig(rank={self.rank}, targets={self.targets}): expected "
+                             f"rank >= 1 and targets from {LORA_TARGETS}.")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of a decoder-only transformer.
@@ -171,6 +204,7 @@ class ModelConfig:
         mla: Multi-head Latent Attention shapes (deepseek_v3); num_kv_heads and head_dim are then
             unused (set them to num_heads and qk_head_dim).
         moe: mixture-of-experts MLP (deepseek_v3, qwen3_moe); mlp_dim is the dense layers' width.
+        lora: low-rank adapters on the dense projections, or None (see LoraConfig).
         remat: what the layer scan keeps for the backward pass: "none" (everything), "dots"
             (the weight matmuls' outputs; attention and the rest are recomputed) or "full"
             (only each layer's input; the whole layer is recomputed).
@@ -198,6 +232,7 @@ class ModelConfig:
     dtype: str = "float32"
     mla: Optional[MLAConfig] = None
     moe: Optional[MoEConfig] = None
+    lora: Optional[LoraConfig] = None
     remat: str = "none"
     attention_impl: str = "xla"
 
@@ -212,6 +247,9 @@ class ModelConfig:
         if self.moe is not None and self.moe.first_dense_layers > self.num_layers:
             raise ValueError(f"moe.first_dense_layers={self.moe.first_dense_layers} exceeds "
                              f"num_layers={self.num_layers}.")
+        if self.lora is not None and (self.mla is not None or self.moe is not None):
+            raise ValueError(f"model.lora: adapters cover dense attention and MLPs only, not "
+                             f"architecture={self.architecture!r} (latent attention / experts).")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                     f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}.")

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.models.config import RopeScaling, YarnScaling
+from r1jax.models import lora
+from r1jax.models.config import ModelConfig, RopeScaling, YarnScaling
 
 
 def annotated_param(module: nn.Module, name: str, shape: Sequence[int], axes: Sequence[str],
@@ -93,12 +94,23 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array,
 
 
 class MLP(nn.Module):
-    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x)); `lora_config` (a dense model's config,
+    or None) adds the adapters it targets (see lora.py)."""
 
     embed_dim: int
     mlp_dim: int
     dtype: str
     param_dtype: str
+    lora_config: Optional[ModelConfig] = None
+
+    def _adapted(self, name: str, x: jax.Array, kernel: jax.Array, axes) -> jax.Array:
+        """x @ kernel, plus the adapter's term when `name` is targeted."""
+        out = x @ kernel.astype(self.dtype)
+        cfg = self.lora_config
+        if cfg is not None and lora.targeted(cfg, name):
+            out = out + lora.delta(self, cfg, name, x, kernel.shape[:1], kernel.shape[1:],
+                                   axes[:1], axes[1:])
+        return out
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -109,6 +121,7 @@ class MLP(nn.Module):
         down = annotated_param(self, "down", (self.mlp_dim, self.embed_dim), ("mlp", "embed"),
                                                       self.param_dtype)
         x = x.astype(self.dtype)
-        hidden = jax.nn.silu(x @ gate.astype(self.dtype)) * (x @ up.astype(self.dtype))
+        hidden = (jax.nn.silu(self._adapted("gate", x, gate, ("embed", "mlp")))
+                  * self._adapted("up", x, up, ("embed", "mlp")))
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
-        return hidden @ down.astype(self.dtype)
+        return self._adapted("down", hidden, down, ("mlp", "embed"))

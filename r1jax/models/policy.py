@@ -1,7 +1,7 @@
 """The model a stage starts from, as its config section names it: pretrained weights or a preset."""
 from __future__ import annotations
 
-from r1jax.models.config import ModelConfig, preset
+from r1jax.models.config import LoraConfig, ModelConfig, preset
 from r1jax.models.convert import load_pretrained_numpy
 from r1jax.models.tokenizer import load_tokenizer
 
@@ -12,8 +12,11 @@ def load_policy(model_section) -> tuple[ModelConfig, object, object]:
     model.path (HF directory or .gguf) loads pretrained weights; otherwise model.preset names a
     randomly initialised shape (params None: the caller initialises them sharded).
     model.tokenizer names the tokenizer's path (defaults to `path`).
+    model.lora.rank > 0 adds low-rank adapters (see models/lora.py) to the config; the loaded
+    params stay the base model's (the trainers create the adapters beside them).
     """
-    overrides = {"dtype": model_section.dtype, "param_dtype": model_section.param_dtype}
+    overrides = {"dtype": model_section.dtype, "param_dtype": model_section.param_dtype,
+                 "lora": lora_from_section(model_section.lora)}
     if model_section.path:
         config, params = load_pretrained_numpy(model_section.path)
         config = config.replace(**overrides)
@@ -29,3 +32,11 @@ def load_policy(model_section) -> tuple[ModelConfig, object, object]:
             f"model.preset={model_section.preset!r} has vocab_size={config.vocab_size} but the "
             f"tokenizer {model_section.tokenizer!r} has {len(tokenizer)} tokens.")
     return config, params, tokenizer
+
+
+def lora_from_section(section) -> LoraConfig | None:
+    """The LoraConfig a `model.lora` section describes, or None when its rank is 0."""
+    if not section.rank:
+        return None
+    return LoraConfig(rank=section.rank, alpha=section.alpha, targets=tuple(section.targets),
+                      dropout=section.dropout)

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from r1jax.models import lora
 from r1jax.models.attention import Attention
 from r1jax.models.config import ModelConfig
 from r1jax.models.layers import MLP, RMSNorm, annotated_param
@@ -69,7 +70,8 @@ class DecoderLayer(nn.Module):
         if self.moe:
             mlp_out, stats = MoE(cfg, name="mlp")(normed, token_valid)
         else:
-            mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, name="mlp")(normed)
+            mlp_out = MLP(cfg.embed_dim, cfg.mlp_dim, cfg.dtype, cfg.param_dtype, cfg,
+                          name="mlp")(normed)
         x = nn.with_logical_constraint(x + mlp_out, ("batch", "length", "embed"))
         return (x, cache, layer + 1), stats
 
@@ -119,7 +121,8 @@ class Transformer(nn.Module):
             block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
         for name, length, moe in layer_stacks(cfg):
             stack = nn.scan(
-                block, variable_axes={"params": 0}, split_rngs={"params": True},
+                block, variable_axes={"params": 0},
+                split_rngs={"params": True, lora.DROPOUT_RNG: True},
                 in_axes=(nn.broadcast,) * 4, length=length,
                 metadata_params={nn.PARTITION_NAME: "layers"})
             (x, kv, layer), stats = stack(cfg, self.cache_window, moe, name=name)(
@@ -192,23 +195,26 @@ def cached_attention_mask(cache: dict, new_valid: jax.Array,
 
 
 def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, logits_start,
-           cache_window, collect_router_stats: bool, return_hidden: bool = False):
+           cache_window, collect_router_stats: bool, return_hidden: bool = False,
+           dropout_rng: Optional[jax.Array] = None):
     """(logits, new cache or None, router stats or None): see `forward`."""
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     check_attention_backend(config)
     model = Transformer(config, cache_window)
     mutable = ["intermediates"] if collect_router_stats else False
+    rngs = {} if dropout_rng is None else {lora.DROPOUT_RNG: dropout_rng}
     if cache is None:
         # The splash kernel builds its causal, per-segment mask itself from the segment ids.
         mask = segment_ids if config.attention_impl == "splash" else attention_mask(segment_ids)
         out = model.apply({"params": params}, tokens, positions, mask,
                           logits_start=logits_start, token_valid=segment_ids != 0,
-                          return_hidden=return_hidden, mutable=mutable)
+                          return_hidden=return_hidden, mutable=mutable, rngs=rngs)
     else:
         mask, valid = cached_attention_mask(cache, segment_ids != 0, cache_window)
         out = model.apply({"params": params}, tokens, positions, mask, cache, cache["index"],
-                          logits_start, segment_ids != 0, return_hidden, mutable=mutable)
+                          logits_start, segment_ids != 0, return_hidden, mutable=mutable,
+                          rngs=rngs)
     (logits, kv), variables = out if collect_router_stats else (out, {})
     stats = variables.get("intermediates", {}).get("router_stats", (None,))[0]
     if cache is None:
@@ -247,14 +253,15 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
 
 def forward_with_router_stats(config: ModelConfig, params, tokens: jax.Array,
                               positions: jax.Array, segment_ids: Optional[jax.Array] = None,
-                              logits_start: int = 0):
+                              logits_start: int = 0, dropout_rng: Optional[jax.Array] = None):
     """`forward` without a cache, also returning the MoE layers' `moe.RouterStats`.
 
     Returns (logits, stats): stats' fields are stacked over the MoE layers ([L_moe, X] loads,
     [L_moe] max violations and drop fractions), padding excluded; None for a model without MoE.
+    dropout_rng: switches the LoRA adapters' dropout on (config.lora.dropout; training only).
     """
     logits, _, stats = _apply(config, params, tokens, positions, segment_ids, None, logits_start,
-                              None, collect_router_stats=True)
+                              None, collect_router_stats=True, dropout_rng=dropout_rng)
     return logits, stats
 
 

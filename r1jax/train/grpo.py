@@ -226,7 +226,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step += 1
         watch = metrics_lib.Stopwatch()
         if rl.beta > 0 and rl.ref_update_every and (step - 1) % rl.ref_update_every == 0:
-            state = state.replace(reference=jax.tree.map(jnp.copy, state.params))
+            state = run_lib.refreshed_reference(state)
         rollouts, reward_metrics = collect(run, state.params, iterator,
                                            jax.random.fold_in(base_rng, step))
         sample_seconds = watch.lap()
@@ -246,7 +246,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         else:
             metrics_old = {}
         if rl.beta > 0:
-            minis = [m.replace(ref_logprobs=policy_logprobs(state.reference, m)) for m in minis]
+            reference = run_lib.reference_params(state)
+            minis = [m.replace(ref_logprobs=policy_logprobs(reference, m)) for m in minis]
         update_metrics = []
         for _ in range(rl.num_iterations):
             for mini in minis:

@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from r1jax import checkpoint, distributed, models, sharding
-from r1jax.models import moe
+from r1jax.models import config as model_configs, lora, moe
 from r1jax.train import metrics as metrics_lib
 
 log = logging.getLogger("r1jax")
@@ -38,10 +38,15 @@ log = logging.getLogger("r1jax")
 class TrainState:
     """Everything an update changes, as one pytree (donated to and returned by the update).
 
+    With LoRA (model.lora.rank > 0) `params` holds the frozen base and the adapters beside it;
+    only `lora.trainable(params)`, the adapters, are trained, held by the optimizer, copied into
+    `reference` and checkpointed. Without, `lora.trainable(params)` is all of `params`.
+
     Attributes:
       params: the policy's parameters.
-      opt_state: the optimizer's state for `params`.
-      reference: π_ref's parameters (GRPO with β > 0), or None.
+      opt_state: the optimizer's state for `lora.trainable(params)`.
+      reference: π_ref's trainable parameters (GRPO with β > 0), or None: `reference_params`
+        puts them together with the frozen ones.
       updates: int32[] optimizer updates applied so far (the learning-rate schedule's count).
     """
 
@@ -100,6 +105,34 @@ def validate_common(config: ml_collections.ConfigDict):
             "an integer >= 1")
     require(bool(config.model.path or config.model.preset), "model.path", config.model.path,
             "a HF directory or .gguf file (or set model.preset for a random init)")
+    validate_lora(config)
+
+
+LORA_BASE_DTYPES = ("float32", "bfloat16")
+# Stages whose policy never samples while it trains: dropout there cannot make the sampled
+# policy differ from the one the loss scores (π_old ≠ π_θ at the first update).
+LORA_DROPOUT_STAGES = ("sft",)
+
+
+def validate_lora(config: ml_collections.ConfigDict):
+    """Checks of model.lora (rank 0: off, nothing else read)."""
+    section = config.model.lora
+    require(isinstance(section.rank, int) and section.rank >= 0, "model.lora.rank", section.rank,
+            "an integer >= 0 (0: off)")
+    if section.rank == 0:
+        return
+    require(config.stage != "reward_model", "model.lora.rank", section.rank,
+            "0 for the reward-model stage (its head would stay frozen)")
+    require(section.alpha > 0, "model.lora.alpha", section.alpha, "a float > 0")
+    targets = tuple(section.targets)
+    require(bool(targets) and set(targets) <= set(model_configs.LORA_TARGETS),
+            "model.lora.targets", targets, f"a non-empty subset of {model_configs.LORA_TARGETS}")
+    require(section.base_dtype in LORA_BASE_DTYPES, "model.lora.base_dtype", section.base_dtype,
+            f"one of {LORA_BASE_DTYPES}")
+    require(0 <= section.dropout < 1, "model.lora.dropout", section.dropout, "a float in [0, 1)")
+    require(section.dropout == 0 or config.stage in LORA_DROPOUT_STAGES, "model.lora.dropout",
+            section.dropout, f"0 in stage {config.stage!r}: its policy samples, and dropout "
+            f"would make the trained policy differ from the sampling one")
 
 
 def resolve_mesh_shape(shape: dict, num_devices: int) -> dict:
@@ -194,19 +227,49 @@ def init_state(run: Run, optimizer: optax.GradientTransformation, *,
     initial state beside them, and a copy of the params as π_ref when asked.
 
     `params`, already on their shards, replace the policy's (a reward model's backbone and head).
+    With LoRA, fresh adapters (B = 0: the base model's outputs) join the loaded base, which is
+    stored in model.lora.base_dtype.
     """
+    rng = jax.random.key(run.config.train.seed)
     if params is None and run.initial_params is None:
-        params = sharding.init_params_sharded(
-            run.model_config, jax.random.key(run.config.train.seed), run.mesh, run.rules)
-    elif params is None:
+        params = sharding.init_params_sharded(run.model_config, rng, run.mesh, run.rules)
+    elif params is None and run.model_config.lora is None:
         params = sharding.shard_params(run.model_config, run.initial_params, run.mesh, run.rules)
-    opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, params),
-                                            jax.tree.map(lambda x: x.sharding, params))
-    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
-    reference = jax.tree.map(jnp.copy, params) if with_reference else None
+    elif params is None:
+        params = lora.combine(
+            sharding.shard_params(run.model_config.replace(lora=None), run.initial_params,
+                                  run.mesh, run.rules),
+            init_adapters(run.model_config, rng, run.param_shardings))
+    if run.model_config.lora is not None:
+        params = lora.with_base_dtype(params, run.config.model.lora.base_dtype)
+        log.info("LoRA rank %d on %s: %.2fM trainable parameters, base frozen in %s",
+                 run.model_config.lora.rank, ",".join(run.model_config.lora.targets),
+                 lora.count(lora.adapters(params)) / 1e6, run.config.model.lora.base_dtype)
+    trainable = lora.trainable(params)
+    opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, trainable),
+                                            jax.tree.map(lambda x: x.sharding, trainable))
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+    reference = jax.tree.map(jnp.copy, trainable) if with_reference else None
     return TrainState(params=params, opt_state=opt_state, reference=reference,
                       updates=jax.device_put(jnp.zeros((), jnp.int32),
                                              sharding.replicated(run.mesh)))
+
+
+def init_adapters(model_config: models.ModelConfig, rng: jax.Array, param_shardings) -> dict:
+    """The adapters of a fresh init on their shards (the base's initialisers are compiled away:
+    their outputs are unused)."""
+    return jax.jit(lambda key: lora.adapters(models.init_params(model_config, key)),
+                   out_shardings=lora.adapters(param_shardings))(rng)
+
+
+def reference_params(state: TrainState):
+    """π_ref's full params: the frozen base (LoRA) with the reference's trainable part."""
+    return lora.combine(lora.frozen(state.params), state.reference)
+
+
+def refreshed_reference(state: TrainState) -> TrainState:
+    """The state with π_ref set to a copy of the policy's trainable params."""
+    return state.replace(reference=jax.tree.map(jnp.copy, lora.trainable(state.params)))
 
 
 def state_shardings(state: TrainState) -> TrainState:
@@ -230,15 +293,17 @@ def restore(run: Run, state: TrainState, iterator) -> tuple[TrainState, int]:
     _, items, meta = restored
     iterator.set_state(meta["data"])
     log.info("Resumed from step %d in %s", meta["step"], run.workdir)
-    return TrainState(params=items["params"], opt_state=items["opt_state"],
+    return TrainState(params=lora.combine(lora.frozen(state.params), items["params"]),
+                      opt_state=items["opt_state"],
                       reference=items.get("reference"),
                       updates=items["counters"]["updates"]), meta["step"]
 
 
 def _items(state: TrainState) -> dict:
     """The checkpoint's named items (`params` is the one `checkpoint.restore_params` reads back
-    for sampling and evaluation; orbax saves no bare scalar, so counters go in a dict)."""
-    items = {"params": state.params, "opt_state": state.opt_state,
+    for sampling and evaluation; orbax saves no bare scalar, so counters go in a dict). With
+    LoRA `params` holds the adapters only: the base is model.path's (see `save`)."""
+    items = {"params": lora.trainable(state.params), "opt_state": state.opt_state,
              "counters": {"updates": state.updates}}
     if state.reference is not None:
         items["reference"] = state.reference
@@ -249,6 +314,10 @@ def save(run: Run, state: TrainState, step: int, iterator, *, force: bool = Fals
     """Checkpoints the state and the data position at `step` (every checkpoint_every steps)."""
     meta = {"step": step, "data": iterator.get_state(),
             "model_config": checkpoint.model_config_to_dict(run.model_config)}
+    if run.model_config.lora is not None:
+        # What `checkpoint.restore_params` rebuilds the frozen base from.
+        meta["lora_base"] = {"path": run.config.model.path, "seed": run.config.train.seed,
+                             "dtype": run.config.model.lora.base_dtype}
     run.checkpointer.save(step, _items(state), meta, force=force)
 
 

@@ -31,19 +31,28 @@ def sft_logits(model_config, params, batch: Batch) -> jax.Array:
     return sft_forward(model_config, params, batch)[0]
 
 
-def sft_forward(model_config, params, batch: Batch) -> tuple[jax.Array, object]:
-    """(logits, the MoE router's stats or None) of packed rows."""
+def sft_forward(model_config, params, batch: Batch,
+                dropout_rng: jax.Array | None = None) -> tuple[jax.Array, object]:
+    """(logits, the MoE router's stats or None) of packed rows (LoRA dropout on with a key)."""
     return transformer.forward_with_router_stats(model_config, params, batch.inputs,
-                                                 batch.positions, batch.segment_ids)
+                                                 batch.positions, batch.segment_ids,
+                                                 dropout_rng=dropout_rng)
 
 
 def sft_update(state: run_lib.TrainState, batch: Batch, *, model_config, optimizer,
-               num_micro_batches, z_loss, nan_policy,
-               router_bias_rate: float = 0.0) -> tuple[run_lib.TrainState, dict]:
+               num_micro_batches, z_loss, nan_policy, router_bias_rate: float = 0.0,
+               seed: int = 0) -> tuple[run_lib.TrainState, dict]:
     """One optimizer update; the loss is the token mean over the whole batch (then, for MoE
-    models, the routing biases' balancing step: `step.balance_experts`)."""
+    models, the routing biases' balancing step: `step.balance_experts`).
+
+    LoRA dropout (model.lora.dropout > 0) draws its masks from (seed, update count): one key
+    per update, shared by its micro-batches, so a resumed run draws the same masks."""
+    dropout_rng = None
+    if model_config.lora is not None and model_config.lora.dropout > 0:
+        dropout_rng = jax.random.fold_in(jax.random.key(seed), state.updates)
+
     def loss_fn(params, mb: Batch):
-        logits, router = sft_forward(model_config, params, mb)
+        logits, router = sft_forward(model_config, params, mb, dropout_rng)
         loss, metrics = sft_loss(logits, mb.targets, mb.weights, z_loss=z_loss)
         return loss, {**metrics, **step_lib.router_outputs(router)}
 
@@ -137,7 +146,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     update = run_lib.jit_update(run, state, functools.partial(
         sft_update, model_config=run.model_config, optimizer=optimizer,
         num_micro_batches=sc.num_micro_batches, z_loss=sc.z_loss, nan_policy=tc.nan_policy,
-        router_bias_rate=config.optimizer.router_bias_rate))
+        router_bias_rate=config.optimizer.router_bias_rate, seed=tc.seed))
     loss_sums = run_lib.jit_forward(
         run, lambda params, batch: jnp.stack(eval_loss(run.model_config, params, batch)),
         replicated_output=True)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from r1jax.models import moe
+from r1jax.models import lora, moe
 
 
 def reduce_metric(name: str, values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -29,21 +29,22 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
 
     Args:
       loss_fn: (params, micro_batch) -> (scalar loss, metrics dict).
-      state: a train.run.TrainState (params, opt_state and the update count change).
+      state: a train.run.TrainState (params, opt_state and the update count change). Only
+        `lora.trainable(state.params)` is differentiated and updated (the adapters, with LoRA).
       batch: a pytree of arrays [N, ...], split into num_micro_batches consecutive micro-batches.
       weights: float32[num_micro_batches]; the full batch's loss is Σ_m weights[m] · loss_m.
       nan_policy: "skip" keeps the old params and optimizer state when the loss is not finite.
     Returns:
       (state, metrics) with metrics averaged over micro-batches, plus loss and grad_norm.
     """
-    params, opt_state = state.params, state.opt_state
+    (params, frozen), opt_state = lora.split(state.params), state.opt_state
     micro = jax.tree.map(lambda x: x.reshape(num_micro_batches, -1, *x.shape[1:]), batch)
 
     def accumulate(grads, xs):
         mb, weight = xs
 
         def weighted_loss(p):
-            loss, metrics = loss_fn(p, mb)
+            loss, metrics = loss_fn(lora.combine(frozen, p), mb)
             return loss * weight, (loss, metrics)
 
         (_, (loss, metrics)), g = jax.value_and_grad(weighted_loss, has_aux=True)(params)
@@ -60,7 +61,7 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
         new_params, new_opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
                                                  (new_params, new_opt_state), (params, opt_state))
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
-    return state.replace(params=new_params, opt_state=new_opt_state,
+    return state.replace(params=lora.combine(frozen, new_params), opt_state=new_opt_state,
                          updates=state.updates + 1), metrics
 
 
