@@ -21,6 +21,13 @@ def smollm2_path() -> str:
     return smollm2_gguf_path()
 
 
+def digits_tokenizer() -> str:
+    """The 20-token digits tokenizer (`r1jax.models.tokenizer.save_digits_tokenizer`), written
+    under DATA_DIR on first use: toy tasks for tiny random models."""
+    from r1jax.models.tokenizer import save_digits_tokenizer
+    return save_digits_tokenizer(os.path.join(DATA_DIR, "tokenizers", "digits"))
+
+
 def variant_name(arg: str, variants: dict, *, stage: str, default: str = "cpu") -> str:
     """The variant `arg` names (empty: `default`); an unknown name lists the known ones."""
     name = arg or default
@@ -53,6 +60,8 @@ def model_config() -> ml_collections.ConfigDict:
         max_seq_len=0,       # >0 overrides the model's context length
         dtype="float32",     # compute dtype; bfloat16 on accelerators
         param_dtype="float32",  # master weights
+        moe_dispatch="",     # MoE models: dropless | capacity | all_to_all; empty: the model's
+        moe_capacity_factor=0.0,  # >0 overrides a MoE model's capacity_factor
         lora=lora_config(),
     ))
 
@@ -85,8 +94,10 @@ def data_config() -> ml_collections.ConfigDict:
 
 
 def mesh_config() -> ml_collections.ConfigDict:
-    # -1: all devices not used by the other axes.
-    return ml_collections.ConfigDict(dict(shape={"data": 1, "fsdp": -1, "tensor": 1}, rules=()))
+    # -1: all devices not used by the other axes. `expert` splits a MoE model's routed experts
+    # (and the batch with them); pair it with model.moe_dispatch="all_to_all".
+    return ml_collections.ConfigDict(dict(shape={"data": 1, "fsdp": -1, "expert": 1, "tensor": 1},
+                                          rules=()))
 
 
 def sampling_config(temperature: float, top_k: int | None = None,

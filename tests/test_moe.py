@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax import models
 from r1jax import sharding as sh
+from r1jax.models import dispatch
 from r1jax.models import moe as moe_lib
 from r1jax.models.config import MoEConfig
 
@@ -89,22 +91,22 @@ def routed_tokens():
 def test_dropless_and_ample_capacity_equal_the_dense_reference(routed_tokens):
     tokens, experts, weights, (gate, up, down) = routed_tokens
     expected = dense_reference(tokens, experts, weights, gate, up, down)
-    dropless, dropped = moe_lib.dropless_dispatch(tokens, experts, weights, gate, up, down)
+    dropless, kept = dispatch.dropless_dispatch(tokens, experts, weights, gate, up, down)
     np.testing.assert_allclose(dropless, expected, rtol=1e-5, atol=1e-5)
-    assert dropped == 0
+    assert kept.all()
     valid = jnp.ones((24,), bool)
-    capacity, dropped = moe_lib.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
-                                                  capacity=24)
+    capacity, kept = dispatch.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
+                                                capacity=24)
     np.testing.assert_allclose(capacity, expected, rtol=1e-5, atol=1e-5)
-    assert dropped == 0
+    assert kept.all()
 
 
 def test_capacity_drops_late_assignments_and_never_gives_padding_a_slot(routed_tokens):
     tokens, experts, weights, (gate, up, down) = routed_tokens
     experts = experts.at[:, 0].set(0)  # Every token's first choice is expert 0.
     valid = jnp.arange(24) >= 8        # The first 8 tokens are padding.
-    out, dropped = moe_lib.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
-                                             capacity=5)
+    out, computed = dispatch.capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
+                                               capacity=5)
     # Expert 0 keeps the first 5 real tokens' first choices; 11 of the 32 real assignments
     # beyond them are dropped (second choices of expert 0 included, if any).
     kept = np.zeros((24, 2), bool)
@@ -116,7 +118,10 @@ def test_capacity_drops_late_assignments_and_never_gives_padding_a_slot(routed_t
                 kept[n, k], counts[e] = True, counts[e] + 1
     expected = dense_reference(tokens, experts, weights * kept, gate, up, down)
     np.testing.assert_allclose(out[8:], expected[8:], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dropped, (~kept[8:]).sum() / 32, rtol=1e-6)
+    np.testing.assert_array_equal(computed[8:], kept[8:])
+    assert not np.asarray(computed[:8]).any()  # Padding takes no slot.
+    stats = moe_lib.router_stats(experts, valid, 8, computed)
+    np.testing.assert_allclose(stats.dropped, (~kept[8:]).sum() / 32, rtol=1e-6)
 
 
 def test_router_stats_leave_padding_out():
@@ -150,7 +155,7 @@ def test_aux_loss_free_bias_moves_loads_toward_balance():
 
     def stats(bias):
         _, experts = moe_lib.route(logits, bias, moe)
-        return moe_lib.router_stats(experts, valid, 8, jnp.zeros(()))
+        return moe_lib.router_stats(experts, valid, 8, jnp.ones(experts.shape, bool))
 
     bias = jnp.zeros((8,))
     before = stats(bias).max_violation
@@ -220,34 +225,75 @@ def next_token_loss(config, params, tokens):
     return losses.mean(), logits
 
 
-@pytest.mark.parametrize("dispatch, mesh_shape", [("capacity", {"expert": 8}),
-                                                  ("dropless", {"expert": 4, "fsdp": 2})])
-def test_expert_parallel_mesh_matches_one_device(dispatch, mesh_shape):
+def _with_dispatch(config, dispatch_name: str, **moe_fields):
+    return config.replace(moe=MoEConfig(**{**config.moe.__dict__, "dispatch": dispatch_name,
+                                           **moe_fields}))
+
+
+@pytest.mark.parametrize("dispatch_name, mesh_shape", [
+        ("capacity", {"expert": 8}), ("dropless", {"expert": 4, "fsdp": 2}),
+        ("all_to_all", {"expert": 8}), ("all_to_all", {"expert": 2, "fsdp": 2, "tensor": 2})])
+def test_expert_parallel_mesh_matches_one_device(dispatch_name, mesh_shape):
+    """The all-to-all exchange (capacity 4x the even share: nothing dropped) against one device's
+    dropless MoE; the GSPMD dispatches against their own one-device run."""
     base = models.preset("tiny_deepseek_v3")
-    config = base.replace(moe=MoEConfig(**{**base.moe.__dict__, "dispatch": dispatch}))
+    exchange = dispatch_name == "all_to_all"
+    config = _with_dispatch(base, dispatch_name, capacity_factor=4.0 if exchange else 1.25)
+    reference = _with_dispatch(base, "dropless") if exchange else config
     params = models.init_params(config, jax.random.key(0))
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, (8, 16), np.int32)
-    step = jax.value_and_grad(functools.partial(next_token_loss, config), has_aux=True)
+    step = jax.value_and_grad(functools.partial(next_token_loss, reference), has_aux=True)
     (loss, logits), grads = jax.jit(step)(params, tokens)
 
     mesh = sh.make_mesh(mesh_shape)
     shardings = sh.param_shardings(config, mesh)
-    sharded_step = sh.sharded_jit(step, mesh, sh.DEFAULT_RULES,
-                                  in_shardings=(shardings, sh.batch_sharding(mesh)),
-                                  out_shardings=((sh.replicated(mesh), sh.batch_sharding(mesh, 3)),
-                                                 shardings))
+    sharded_step = sh.sharded_jit(
+        jax.value_and_grad(functools.partial(next_token_loss, config), has_aux=True), mesh,
+        sh.DEFAULT_RULES, in_shardings=(shardings, sh.batch_sharding(mesh)),
+        out_shardings=((sh.replicated(mesh), sh.batch_sharding(mesh, 3)), shardings))
     sharded_params = sh.shard_params(config, params, mesh)
-    (sharded_loss, sharded_logits), sharded_grads = sharded_step(
-        sharded_params, sh.global_batch(tokens, mesh))
+    batch = sh.global_batch(tokens, mesh)
+    (sharded_loss, sharded_logits), sharded_grads = sharded_step(sharded_params, batch)
     tol = dict(rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sharded_loss, loss, **tol)
     np.testing.assert_allclose(sharded_logits, logits, **tol)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), sharded_grads, grads)
-    # Every device holds 1/8 of each expert weight (experts over `expert`, embed over `fsdp`).
+    # Every device holds 1/8 of each expert weight (experts over `expert`, the rest over
+    # fsdp / tensor).
     for name in ("gate", "up", "down"):
         weight = sharded_params["layers"]["mlp"][name]
         assert weight.sharding.spec[1] == "expert"
         assert {s.data.nbytes for s in weight.addressable_shards} == {weight.nbytes // 8}
+    # Only the exchange moves tokens by an explicit all-to-all (GSPMD may add its own to reshard).
+    jaxpr = str(sharded_step.trace(sharded_params, batch).jaxpr)
+    assert ("all_to_all" in jaxpr) == exchange
+
+
+def test_all_to_all_capacity_applies_per_sending_device():
+    """With drops, the exchange on 8 devices computes what "capacity" computes on each device's
+    own tokens (capacity from its own count), and reports the same assignments kept."""
+    moe = MoEConfig(num_experts=8, experts_per_token=2, expert_mlp_dim=8, capacity_factor=1.0,
+                    dispatch="all_to_all")
+    gate, up, down = _expert_weights()
+    tokens = jax.random.normal(jax.random.key(5), (64, 16))
+    logits = jax.random.normal(jax.random.key(6), (64, 8)) + jnp.arange(8) * 0.3  # Skewed.
+    weights, experts = moe_lib.route(logits, None, moe)
+    valid = jnp.arange(64) % 7 != 3
+    mesh = sh.make_mesh({"expert": 8})
+    rows, split = sh.batch_sharding(mesh), NamedSharding(mesh, PartitionSpec("expert"))
+    exchange = sh.sharded_jit(functools.partial(dispatch.all_to_all_dispatch, moe=moe), mesh,
+                              sh.DEFAULT_RULES, in_shardings=(rows, rows, rows, split, split,
+                                                              split, sh.batch_sharding(mesh, 1)),
+                              out_shardings=(rows, rows))
+    out, kept = exchange(tokens, experts, weights, gate, up, down, valid)
+    capacity = dispatch.expert_capacity(8, moe)
+    for block in range(8):
+        part = slice(block * 8, (block + 1) * 8)
+        expected, expected_kept = dispatch.capacity_dispatch(
+            tokens[part], experts[part], weights[part], gate, up, down, valid[part], capacity)
+        np.testing.assert_allclose(out[part], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(kept[part], expected_kept)
+    assert 0 < (~np.asarray(kept)).sum() < 128 - 16  # Some dropped, most kept.
 
 
 def test_training_hooks_keep_the_bias_out_of_the_optimizer_and_update_it_from_loads():

@@ -21,7 +21,7 @@ def unsupported_architecture(name) -> ValueError:
 
 
 MOE_SCORING = ("sigmoid", "softmax")
-MOE_DISPATCH = ("dropless", "capacity")
+MOE_DISPATCH = ("dropless", "capacity", "all_to_all")
 REMAT_POLICIES = ("none", "dots", "full")
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 
@@ -114,8 +114,10 @@ class MoEConfig:
         routed_scaling_factor: multiplies the routed experts' weights.
         first_dense_layers: the first layers use a dense MLP of ModelConfig.mlp_dim instead
             (DeepSeek's first_k_dense_replace).
-        dispatch: "dropless" (tokens sorted by expert, grouped matmul) or "capacity" (each expert
-            takes at most capacity_factor * its fair share of tokens; the rest are dropped).
+        dispatch: "dropless" (tokens sorted by expert, grouped matmul), "capacity" (each expert
+            takes at most capacity_factor * its fair share of tokens; the rest are dropped) or
+            "all_to_all" (capacity buffers exchanged between the devices of the mesh's `expert`
+            axis; capacity per sending device). See `r1jax.models.dispatch`.
     """
 
     num_experts: int

@@ -7,18 +7,10 @@
               times routed_scaling_factor
     out     = sum_k weights_k * expert_k(x) + shared_experts(x)
 
-Tokens reach their experts one of two ways (`MoEConfig.dispatch`):
-  * "dropless": the N*K (token, expert) pairs are sorted by expert and run through grouped
-    matmuls (`jax.lax.ragged_dot`): no token is ever dropped, no padding is computed.
-  * "capacity": each expert gets a buffer of C = ceil(capacity_factor * N * K / X) slots,
-    [X, C, E], filled first choices first (then seconds, ...), the rest dropped: static shapes,
-    an expert-major buffer constrained onto the mesh's `expert` axis.
-
-Expert parallelism: with expert weights split over the `expert` mesh axis, GSPMD partitions both
-dispatches' expert matmuls by expert (checked in the compiled HLO of an 8-device mesh: no expert
-weight is gathered). Tokens travel by an all-gather of the routing decisions and an all-reduce of
-the [N*K, E] expert outputs, not by all-to-all: correct, but more traffic than a shard_map
-dispatch with `jax.lax.ragged_all_to_all` would need (not written yet).
+Tokens reach their experts by one of the dispatches of `dispatch.py` (`MoEConfig.dispatch`):
+"dropless" (sorted tokens, grouped matmuls), "capacity" (per-expert buffers, GSPMD moves the
+tokens) or "all_to_all" (the same buffers exchanged between the devices of the mesh's `expert`
+axis inside a shard_map: expert parallelism with real token exchange).
 
 Router statistics come back with every call (`RouterStats`): the per-expert load, the balance
 metric and the fraction of assignments dropped; padding tokens are left out of all three (and
@@ -26,7 +18,6 @@ never take a capacity slot from a real token).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import flax.linen as nn
@@ -34,6 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from r1jax.models import dispatch
 from r1jax.models.config import ModelConfig, MoEConfig
 from r1jax.models.layers import MLP, annotated_param
 
@@ -76,72 +68,17 @@ def route(logits: jax.Array, bias: Optional[jax.Array], moe: MoEConfig):
     return weights * moe.routed_scaling_factor, experts
 
 
-def _swiglu_grouped(x: jax.Array, gate, up, down, group_sizes) -> jax.Array:
-    """Expert MLPs over rows x [M, E] sorted by expert; group_sizes int32[X] rows per expert."""
-    hidden = (jax.nn.silu(jax.lax.ragged_dot(x, gate, group_sizes))
-              * jax.lax.ragged_dot(x, up, group_sizes))
-    return jax.lax.ragged_dot(hidden, down, group_sizes)
-
-
-def dropless_dispatch(x, experts, weights, gate, up, down):
-    """Every (token, expert) pair computed: x [N, E]; experts int32[N, K]; weights [N, K];
-    gate, up [X, E, F]; down [X, F, E]. Returns ([N, E], float32[] dropped fraction = 0)."""
-    n, k = experts.shape
-    flat = experts.reshape(-1)
-    order = jnp.argsort(flat, stable=True)
-    token = order // k
-    group_sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
-    out = _swiglu_grouped(x[token], gate, up, down, group_sizes)
-    out = out * weights.reshape(-1)[order][:, None].astype(out.dtype)
-    return jnp.zeros_like(x).at[token].add(out), jnp.zeros((), jnp.float32)
-
-
-def expert_capacity(tokens: int, moe: MoEConfig) -> int:
-    """Slots per expert: capacity_factor times an even share of the tokens' assignments."""
-    return max(1, math.ceil(moe.capacity_factor * tokens * moe.experts_per_token / moe.num_experts))
-
-
-def capacity_dispatch(x, experts, weights, gate, up, down, valid, capacity: int):
-    """Like `dropless_dispatch`, through per-expert buffers of `capacity` slots.
-
-    valid: bool[N], False for padding (never given a slot). Slots go to first choices before
-    second choices (and so on), earlier tokens first. Returns ([N, E], float32[] fraction of the
-    valid assignments dropped).
-    """
-    n, k = experts.shape
-    num_experts = gate.shape[0]
-    # Rank-major order (all first choices, then all second choices, ...) sets the priority.
-    flat = experts.T.reshape(-1)
-    flat_valid = jnp.tile(valid, k)
-    key = jnp.where(flat_valid, flat, num_experts)  # Padding sorts last, into no expert.
-    order = jnp.argsort(key, stable=True)
-    counts = jnp.bincount(key, length=num_experts + 1)
-    starts = jnp.cumsum(counts) - counts
-    position = jnp.zeros_like(key).at[order].set(jnp.arange(n * k) - starts[key[order]])
-    keep = flat_valid & (position < capacity)
-    slot = jnp.where(keep, flat * capacity + position, num_experts * capacity)
-    token = jnp.tile(jnp.arange(n), k)
-    buffer = jnp.zeros((num_experts * capacity, x.shape[-1]), x.dtype).at[slot].set(
-        x[token], mode="drop").reshape(num_experts, capacity, -1)
-    buffer = nn.with_logical_constraint(buffer, ("experts", "expert_capacity", "embed"))
-    hidden = (jax.nn.silu(jnp.einsum("xce,xef->xcf", buffer, gate))
-              * jnp.einsum("xce,xef->xcf", buffer, up))
-    out = jnp.einsum("xcf,xfe->xce", hidden, down)
-    out = nn.with_logical_constraint(out, ("experts", "expert_capacity", "embed"))
-    gathered = out.reshape(num_experts * capacity, -1).at[slot].get(mode="fill", fill_value=0)
-    scale = (weights.T.reshape(-1) * keep).astype(x.dtype)
-    routed = jnp.zeros_like(x).at[token].add(gathered * scale[:, None])
-    dropped = (flat_valid & ~keep).sum() / jnp.maximum(flat_valid.sum(), 1)
-    return routed, dropped.astype(jnp.float32)
-
-
 def router_stats(experts: jax.Array, valid: jax.Array, num_experts: int,
-                 dropped: jax.Array) -> RouterStats:
-    """RouterStats of int32[N, K] choices over the bool[N] valid tokens."""
+                 kept: jax.Array) -> RouterStats:
+    """RouterStats of int32[N, K] choices over the bool[N] valid tokens; kept: bool[N, K] the
+    assignments the dispatch computed (the others were dropped)."""
     counts = jnp.zeros((num_experts,), jnp.float32).at[experts].add(
         jnp.broadcast_to(valid[:, None], experts.shape).astype(jnp.float32))
     load = counts / jnp.maximum(counts.sum(), 1.0)
-    return RouterStats(load=load, max_violation=load.max() * num_experts - 1.0, dropped=dropped)
+    real = jnp.broadcast_to(valid[:, None], experts.shape)
+    dropped = (real & ~kept).sum() / jnp.maximum(real.sum(), 1)
+    return RouterStats(load=load, max_violation=load.max() * num_experts - 1.0,
+                       dropped=dropped.astype(jnp.float32))
 
 
 def update_score_bias(bias: jax.Array, load: jax.Array, rate: float) -> jax.Array:
@@ -187,15 +124,18 @@ class MoE(nn.Module):
         logits = jnp.dot(tokens.astype(jnp.float32), router.astype(jnp.float32))
         weights, experts = route(logits, bias, moe)
         if moe.dispatch == "dropless":
-            routed, dropped = dropless_dispatch(tokens, experts, weights, gate, up, down)
+            routed, kept = dispatch.dropless_dispatch(tokens, experts, weights, gate, up, down)
+        elif moe.dispatch == "capacity":
+            routed, kept = dispatch.capacity_dispatch(tokens, experts, weights, gate, up, down,
+                                                      valid, dispatch.expert_capacity(b * t, moe))
         else:
-            routed, dropped = capacity_dispatch(tokens, experts, weights, gate, up, down, valid,
-                                                expert_capacity(b * t, moe))
+            routed, kept = dispatch.all_to_all_dispatch(tokens, experts, weights, gate, up, down,
+                                                        valid, moe)
         out = routed.reshape(b, t, e)
         if moe.num_shared_experts:
             out = out + MLP(e, moe.num_shared_experts * moe.expert_mlp_dim, cfg.dtype,
                             cfg.param_dtype, name="shared_experts")(x)
-        return out, router_stats(experts, valid, moe.num_experts, dropped)
+        return out, router_stats(experts, valid, moe.num_experts, kept)
 
 
 # ----------------------------------------------------------------------------- training hooks

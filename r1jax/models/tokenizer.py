@@ -66,6 +66,35 @@ def load_tokenizer(path: str, *, cache: bool = True, cache_dir: Optional[str] = 
     return transformers.AutoTokenizer.from_pretrained(cached)
 
 
+# A toy vocabulary: 1-digit arithmetic questions ("What is 3 + 4?") and their answers.
+DIGITS_VOCAB = ("<|endoftext|>", "<unk>", *"0123456789", "+", "-", "*", "=", "?", ".", "What",
+                "is")
+
+
+def save_digits_tokenizer(directory: str) -> str:
+    """Writes a word-level tokenizer of DIGITS_VOCAB (20 tokens; one token per digit, digits
+    decoded without spaces so "1", "2" reads 12) to `directory` unless one is there; returns it.
+
+    For toy tasks a tiny randomly initialised model can learn in a minute on a CPU: with a
+    20-token vocabulary, random completions already hit an answer now and then.
+    """
+    import tokenizers  # transformers' own dependency.
+    import transformers
+
+    if os.path.isfile(os.path.join(directory, "tokenizer.json")):
+        return directory
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {token: i for i, token in enumerate(DIGITS_VOCAB)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.Whitespace(),
+        tokenizers.pre_tokenizers.Digits(individual_digits=True)])
+    tokenizer.decoder = tokenizers.decoders.Fuse()
+    _save_to_cache(transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        unk_token="<unk>"), directory)
+    return directory
+
+
 # End-of-turn tokens of the chat formats r1jax's models use (ChatML for Qwen and SmolLM, Llama 3,
 # Gemma): an instruct model ends its reply with one of them, which is not always the tokenizer's eos.
 CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>")
