@@ -5,6 +5,9 @@
 Variants:
   (default) SmolLM2-135M-Instruct learning 2-digit addition on a 2-core CPU in ~8 minutes.
   gspo      the default with GSPO's sequence-level ratio and clip range (3e-4 / 4e-4).
+  ppo, ppo_lambda095
+            PPO with a value head on the policy's backbone (GAE λ = 1, the R1 paper's setting
+            where PPO matched GRPO, and the usual 0.95), same budget and batch as cpu.
   lora      the default run training rank-16 LoRA adapters instead of every weight.
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   tiny_moe  a randomly initialised tiny DeepSeek-V3 (MoE) learning 1-digit addition from scratch
@@ -48,6 +51,17 @@ def _gspo(config: ml_collections.ConfigDict):
     # 1000× narrower than GRPO's because a sequence ratio is a length-normalised mean.
     _cpu(config)
     config.rl.update(importance_level="sequence", eps_low=3e-4, eps_high=4e-4)
+
+
+def _ppo(config: ml_collections.ConfigDict, lam: float = 1.0):
+    # PPO with a value head on the policy's backbone, on the default task with the same step
+    # budget, prompts and learning rate as GRPO. It samples num_generations (8) completions per
+    # prompt as GRPO does, so both see the same batch of 4 × 8 rollouts per step; PPO ignores
+    # the grouping (its baseline is the learned value). λ = 1 is the R1 paper's setting where
+    # PPO came close to GRPO; `ppo_lambda095` has the usual 0.95, which the paper found worse.
+    _cpu(config)
+    config.rl.algorithm = "ppo"
+    config.rl.value.lam = lam
 
 
 def _lora(config: ml_collections.ConfigDict):
@@ -130,6 +144,8 @@ VARIANTS = {
     "cpu": _cpu,
     "gspo": _gspo,
     "lora": _lora,
+    "ppo": _ppo,
+    "ppo_lambda095": functools.partial(_ppo, lam=0.95),
     "tiny": _tiny,
     "tiny_moe": _tiny_moe,
     "smollm2": _smollm2,
@@ -154,6 +170,9 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
     config = common.base_config("grpo", variant)
 
     config.rl = ml_collections.ConfigDict(dict(
+        # grpo | ppo (a learned value head, per-token GAE advantages: rl.value and
+        # r1jax/train/grpo.py's module docstring)
+        algorithm="grpo",
         prompts_per_step=8,          # prompts sampled per step (R1: 32)
         num_generations=8,           # G completions per prompt (R1: 16)
         max_prompt_len=64,           # longer prompts are dropped and counted
@@ -186,6 +205,17 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
         # Text that ends a completion (cut after sampling); None: the template's ("</answer>"
         # for the R1 templates), () for none
         stop_strings=config_dict.placeholder(tuple),
+        # PPO's value model and advantages (read only when algorithm == "ppo"); defaults are
+        # TRL's PPOConfig's (vf_coef 0.1, cliprange_value 0.2, gamma 1, lam 0.95).
+        value=dict(
+            head="shared",           # a scalar head on the policy's backbone (| separate: not yet)
+            gamma=1.0,               # discount per token
+            lam=0.95,                # GAE's λ (1: Monte-Carlo returns minus the value)
+            clip=0.2,                # value clip range around V_old
+            coef=0.1,                # value-loss weight in the loss
+            whiten_advantages=True,  # (A - mean) / std over the mini-batch's counted tokens
+            kl_mode="reward",        # β·KL per token in the rewards | "loss": GRPO's k3 term
+        ),
     ))
     # Reward name -> weight; parameters of a reward go under rewards_params.<name>.
     config.rewards = ml_collections.ConfigDict({"math_accuracy": 1.0})

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.losses import ppo
+from r1jax.losses import grpo, ppo
 
 
 def _gae_loop(rewards, values, mask, gamma, lam):
@@ -70,22 +70,28 @@ def test_value_loss_hand():
     np.testing.assert_allclose(m["value_clipfrac"], 0.5, atol=1e-6)
 
 
+def policy_loss(logprobs, old, adv, mask, *, eps_low, eps_high):
+    """GRPO's loss with per-token advantages: PPO's policy term."""
+    return grpo.grpo_loss(logprobs, old, None, adv, mask, eps_low=eps_low, eps_high=eps_high,
+                          beta=0.0, aggregation="token_mean")[0]
+
+
 def test_policy_loss_hand_and_finite_differences():
     mask = jnp.array([[1.0, 1.0, 0.0]])
     old = jnp.log(jnp.array([[0.5, 0.5, 0.5]]))
     adv = jnp.array([[1.0, -2.0, 5.0]])
     lp = jnp.log(jnp.array([[0.6, 0.45, 0.1]]))
-    loss = ppo.policy_loss(lp, old, adv, mask, eps_low=0.1, eps_high=0.1)
+    loss = policy_loss(lp, old, adv, mask, eps_low=0.1, eps_high=0.1)
     # token 0: ρ=1.2 -> min(1.2, 1.1)=1.1; token 1: ρ=0.9, -2 -> min(-1.8, -1.8)
     np.testing.assert_allclose(loss, -(1.1 - 1.8) / 2, atol=1e-6)
 
     lp = jnp.log(jnp.array([[0.52, 0.49, 0.1]]))  # inside the clip range: smooth
-    grad = jax.grad(lambda x: ppo.policy_loss(x, old, adv, mask, eps_low=0.2, eps_high=0.2))(lp)
+    grad = jax.grad(lambda x: policy_loss(x, old, adv, mask, eps_low=0.2, eps_high=0.2))(lp)
     h = 1e-3
     for t in range(3):
         e = jnp.zeros_like(lp).at[0, t].set(h)
-        fd = (ppo.policy_loss(lp + e, old, adv, mask, eps_low=0.2, eps_high=0.2)
-              - ppo.policy_loss(lp - e, old, adv, mask, eps_low=0.2, eps_high=0.2)) / (2 * h)
+        fd = (policy_loss(lp + e, old, adv, mask, eps_low=0.2, eps_high=0.2)
+              - policy_loss(lp - e, old, adv, mask, eps_low=0.2, eps_high=0.2)) / (2 * h)
         np.testing.assert_allclose(grad[0, t], fd, atol=1e-3)
     vgrad = jax.grad(lambda v: ppo.value_loss(v, old * 0, adv, mask, clip=10.0)[0])(lp)
     np.testing.assert_allclose(vgrad, (lp - adv) * mask / 2, atol=1e-5)

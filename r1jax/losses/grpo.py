@@ -7,7 +7,7 @@ For each prompt q, G completions o_1..o_G are sampled from the old policy and sc
     D_i,t = π_ref/π_θ - log(π_ref/π_θ) - 1                              (k3 estimate of KL(π_θ‖π_ref))
     J     = agg_i,t [ min(ρ A_i, clip(ρ, 1-ε_low, 1+ε_high) A_i) - β D_i,t ]
 
-and the loss is -J. `agg` is the paper's 1/G Σ_i 1/|o_i| Σ_t ("sequence_mean"), DAPO's token
+and the loss is -J. PPO (r1jax.losses.ppo) uses the same J with a per-token advantage A_i,t. `agg` is the paper's 1/G Σ_i 1/|o_i| Σ_t ("sequence_mean"), DAPO's token
 mean over the whole batch ("token_mean"), or Dr. GRPO's sum over a constant B × T ("dr_grpo").
 
 GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization") replaces ρ_i,t by one ratio per
@@ -105,7 +105,8 @@ def importance_ratios(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, 
 
 
 def grpo_loss(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, "B T"],
-              ref_logprobs: Float[Array, "B T"] | None, advantages: Float[Array, "B"],
+              ref_logprobs: Float[Array, "B T"] | None,
+              advantages: Float[Array, "B"] | Float[Array, "B T"],
               mask: Float[Array, "B T"], *, eps_low: float, eps_high: float, beta: float,
               aggregation: str = "sequence_mean", importance_level: str = "token",
               is_weights: Float[Array, "B T"] | None = None) -> tuple[Float[Scalar, ""], dict]:
@@ -116,7 +117,8 @@ def grpo_loss(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, "B T"],
       logprobs: float32[B, T] log π_θ of the completion tokens (differentiated).
       old_logprobs: float32[B, T] log π_old, the policy that sampled them.
       ref_logprobs: float32[B, T] log π_ref, or None when beta == 0.
-      advantages: float32[B].
+      advantages: float32[B], one per sequence (GRPO), or float32[B, T], one per token (PPO's
+        GAE advantages, r1jax.losses.ppo).
       mask: float32[B, T], 1 on completion tokens that count.
       importance_level: "token" | "sequence" | "sequence_token" (`importance_ratios`).
       is_weights: float32[B, T] importance-sampling correction weights multiplying each token's
@@ -130,7 +132,7 @@ def grpo_loss(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, "B T"],
     if ref_logprobs is not None:
         ref_logprobs = jnp.where(counted, ref_logprobs, 0.0)
     ratio = importance_ratios(logprobs, old_logprobs, mask, importance_level)
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.ndim == 1 else jnp.where(counted, advantages, 0.0)
     unclipped = ratio * adv
     clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
     objective = jnp.minimum(unclipped, clipped)

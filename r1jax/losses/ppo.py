@@ -8,7 +8,8 @@ Per completion token t (mask m_t, last counted token L), with value estimates V_
     G_t   = A_t + V_t                                          (value targets, before whitening)
     L_V   = ½ · agg max((V'_t - G_t)², (clip(V'_t, V_t ± ε_v) - G_t)²)     (clipped value loss)
 
-The policy term is GRPO's clipped surrogate with a per-token advantage (see losses/grpo.py).
+The policy term is GRPO's clipped surrogate with the per-token advantage A_t (losses.grpo.grpo_loss
+accepts [B] or [B, T] advantages).
 """
 from __future__ import annotations
 
@@ -71,13 +72,3 @@ def value_loss(values: Float[Array, "B T"], old_values: Float[Array, "B T"],
     tokens = jnp.maximum(mask.sum(), 1.0)
     return loss, {"value_clipfrac": ((clipped_err > unclipped_err) * mask).sum() / tokens}
 
-
-def policy_loss(logprobs: Float[Array, "B T"], old_logprobs: Float[Array, "B T"],
-                advantages: Float[Array, "B T"], mask: Float[Array, "B T"], *, eps_low: float,
-                eps_high: float, aggregation: str = "token_mean") -> Float[Scalar, ""]:
-    """-agg min(ρ A_t, clip(ρ, 1-ε_low, 1+ε_high) A_t) with per-token A_t, ρ = π_θ/π_old."""
-    counted = mask > 0
-    ratio = jnp.exp(jnp.where(counted, logprobs - old_logprobs, 0.0))
-    objective = jnp.minimum(ratio * advantages,
-                            jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages)
-    return -aggregate(objective, mask, aggregation)

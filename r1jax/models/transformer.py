@@ -253,15 +253,18 @@ def forward(config: ModelConfig, params, tokens: jax.Array, positions: jax.Array
 
 def forward_with_router_stats(config: ModelConfig, params, tokens: jax.Array,
                               positions: jax.Array, segment_ids: Optional[jax.Array] = None,
-                              logits_start: int = 0, dropout_rng: Optional[jax.Array] = None):
+                              logits_start: int = 0, dropout_rng: Optional[jax.Array] = None,
+                              return_hidden: bool = False):
     """`forward` without a cache, also returning the MoE layers' `moe.RouterStats`.
 
     Returns (logits, stats): stats' fields are stacked over the MoE layers ([L_moe, X] loads,
     [L_moe] max violations and drop fractions), padding excluded; None for a model without MoE.
     dropout_rng: switches the LoRA adapters' dropout on (config.lora.dropout; training only).
+    return_hidden: the final normed hidden states in place of the logits (as `forward`'s).
     """
     logits, _, stats = _apply(config, params, tokens, positions, segment_ids, None, logits_start,
-                              None, collect_router_stats=True, dropout_rng=dropout_rng)
+                              None, collect_router_stats=True, return_hidden=return_hidden,
+                              dropout_rng=dropout_rng)
     return logits, stats
 
 

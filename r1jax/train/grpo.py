@@ -8,6 +8,14 @@ One step:
      bf16 log-probs drift from the trainer's), and log π_ref of the completions when β > 0;
   4. μ passes, each of `num_mini_batches` AdamW updates of the GRPO loss (r1jax.losses.grpo),
      gradients accumulated over `num_micro_batches`.
+
+PPO (rl.algorithm = "ppo") is the same loop with a learned value head beside the policy
+(TrainState.params = {"policy", "value"}: models.value_head): after step 3 the values V_old of
+the rollouts are computed once (like π_old), the sequence reward goes to each row's last token
+(minus β·KL per token when rl.value.kl_mode = "reward"), GAE turns them into per-token
+advantages (whitened), and step 4's loss is GRPO's clipped surrogate with those [B, T]
+advantages plus rl.value.coef × the clipped value loss (r1jax.losses.ppo). The sampler and
+evaluation get the policy's params alone.
 """
 from __future__ import annotations
 
@@ -21,11 +29,27 @@ import numpy as np
 
 from r1jax import data, sharding
 from r1jax.losses import grpo as grpo_lib, importance as importance_lib, logprobs as logprobs_lib
-from r1jax.models import transformer
+from r1jax.losses import ppo as ppo_lib
+from r1jax.models import transformer, value_head
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
 from r1jax.train.rollouts import Rollouts, check_rewards, collect
 
 log = logging.getLogger("r1jax")
+
+ALGORITHMS = ("grpo", "ppo")
+# "separate" (a value model of the policy's family initialised from its weights) is refused at
+# start-up for now: see validate_config.
+VALUE_HEADS = ("shared", "separate")
+KL_MODES = ("reward", "loss")
+
+
+def is_ppo(rl) -> bool:
+    return rl.algorithm == "ppo"
+
+
+def policy_params(params, rl):
+    """The policy's params in a state's params: PPO's hold the value head beside them."""
+    return params[value_head.POLICY] if is_ppo(rl) else params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,6 +88,17 @@ def completion_logits(model_config, params, batch: Rollouts) -> tuple[jax.Array,
     return logits[:, :-1], stats
 
 
+def completion_hidden(model_config, params, batch: Rollouts) -> tuple[jax.Array, object]:
+    """(final normed hidden states [N, C, E] at the positions whose logits predict each
+    completion token (`completion_logits`' positions), the MoE router's stats or None)."""
+    tokens, positions, segments = sequence_inputs(
+        batch.prompt_tokens, batch.prompt_lengths, batch.completions, batch.mask)
+    p = batch.prompt_tokens.shape[1]
+    hidden, stats = transformer.forward_with_router_stats(
+        model_config, params, tokens, positions, segments, logits_start=p - 1, return_hidden=True)
+    return hidden[:, :-1], stats
+
+
 def completion_logprobs(model_config, params, batch: Rollouts,
                         temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """(log π(completion token), entropy), each float32[N, C], of the model's logits divided by
@@ -90,8 +125,17 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
                 nan_policy, router_bias_rate: float = 0.0) -> tuple[run_lib.TrainState, dict]:
     """One optimizer update of the GRPO loss on a mini-batch of rollouts (then, for MoE models,
     the routing biases' balancing step: `step.balance_experts`)."""
+    ppo = is_ppo(rl)
+    # PPO with kl_mode "reward" has β inside the rewards (with_ppo_targets), not in the loss.
+    loss_beta = 0.0 if ppo and rl.value.kl_mode == "reward" else rl.beta
+
     def loss_fn(params, mb: Rollouts):
-        logits, router = completion_logits(model_config, params, mb)
+        if ppo:  # one pass gives the logits and the values (the head shares the backbone)
+            policy = params[value_head.POLICY]
+            hidden, router = completion_hidden(model_config, policy, mb)
+            logits = transformer.head_logits(hidden, transformer.output_head(model_config, policy))
+        else:
+            logits, router = completion_logits(model_config, params, mb)
         logits = logprobs_lib.tempered(logits, rl.sampling.temperature)
         logprobs = logprobs_lib.token_logprobs(logits, mb.completions)
         entropy = logprobs_lib.token_entropy(logits)
@@ -100,11 +144,18 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
             is_weights, is_metrics = importance_lib.correction_weights(
                 mb.logprobs, mb.sampler_logprobs, mb.mask, rl.is_correction, rl.is_bound)
         loss, metrics = grpo_lib.grpo_loss(
-            logprobs, mb.logprobs, mb.ref_logprobs if rl.beta > 0 else None, mb.advantages,
-            mb.mask, eps_low=rl.eps_low, eps_high=rl.eps_high, beta=rl.beta,
+            logprobs, mb.logprobs, mb.ref_logprobs if loss_beta > 0 else None, mb.advantages,
+            mb.mask, eps_low=rl.eps_low, eps_high=rl.eps_high, beta=loss_beta,
             aggregation=rl.aggregation, importance_level=rl.importance_level,
             is_weights=is_weights)
         metrics.update(is_metrics)
+        if ppo:
+            values = value_head.values(params[value_head.VALUE], hidden)
+            v_loss, v_metrics = ppo_lib.value_loss(values, mb.values, mb.returns, mb.mask,
+                                                   clip=rl.value.clip, aggregation=rl.aggregation)
+            metrics.update(v_metrics, policy_loss=loss, value_loss=v_loss,
+                           **ppo_metrics(values, mb))
+            loss = loss + rl.value.coef * v_loss
         metrics["entropy"] = (entropy * mb.mask).sum() / jnp.maximum(mb.mask.sum(), 1.0)
         return loss, {**metrics, **step_lib.router_outputs(router)}
 
@@ -112,7 +163,63 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
     state, metrics = step_lib.apply_gradients(
         loss_fn, state, batch, micro_batch_weights(masks, rl.aggregation), optimizer=optimizer,
         num_micro_batches=rl.num_micro_batches, nan_policy=nan_policy)
-    return step_lib.balance_experts(state, metrics, router_bias_rate)
+    if not ppo:
+        return step_lib.balance_experts(state, metrics, router_bias_rate)
+    policy, metrics = step_lib.balance_experts(
+        state.replace(params=state.params[value_head.POLICY]), metrics, router_bias_rate)
+    return state.replace(params={**state.params, value_head.POLICY: policy.params}), metrics
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def ppo_metrics(values: jax.Array, mb: Rollouts) -> dict:
+    """PPO's diagnostics over the counted tokens (all float32[N, C] in): the values' mean, how
+    much of the returns' variance V_old explains (1: all, 0: no better than their mean), the
+    advantages the loss sees and, when π_ref was scored, the per-token KL (k1) estimate."""
+    mask = mb.mask
+    returns_mean = masked_mean(mb.returns, mask)
+    returns_var = masked_mean(jnp.square(mb.returns - returns_mean), mask)
+    residual = mb.returns - mb.values
+    residual_var = masked_mean(jnp.square(residual - masked_mean(residual, mask)), mask)
+    advantage_mean = masked_mean(mb.advantages, mask)
+    out = dict(
+        value_mean=masked_mean(values, mask), return_mean=returns_mean,
+        explained_variance=1.0 - residual_var / jnp.maximum(returns_var, 1e-8),
+        advantage_mean=advantage_mean,
+        advantage_std=jnp.sqrt(masked_mean(jnp.square(mb.advantages - advantage_mean), mask)))
+    if mb.ref_logprobs is not None:
+        out["kl_k1"] = masked_mean(jnp.where(mask > 0, mb.logprobs - mb.ref_logprobs, 0.0), mask)
+    return out
+
+
+def ppo_targets(params, batch: Rollouts, *, model_config, rl) -> tuple[jax.Array, ...]:
+    """(V_old, advantages, returns), each float32[N, C] and 0 where mask is 0, of a rollout batch
+    under the state's params (before any update, like π_old).
+
+    Token rewards: batch.rewards [N] on each row's last counted token, minus β·(log π_old −
+    log π_ref) per token with kl_mode "reward" (when β > 0); GAE with rl.value.gamma / lam;
+    advantages whitened over the batch's counted tokens when rl.value.whiten_advantages.
+    """
+    mask = batch.mask
+    hidden, _ = completion_hidden(model_config, params[value_head.POLICY], batch)
+    old_values = value_head.values(params[value_head.VALUE], hidden) * mask
+    kl = None
+    if rl.value.kl_mode == "reward" and rl.beta > 0:
+        kl = batch.logprobs - batch.ref_logprobs
+    rewards = ppo_lib.token_rewards(batch.rewards, mask, kl, rl.beta)
+    advantages, returns = ppo_lib.gae(rewards, old_values, mask, gamma=rl.value.gamma,
+                                      lam=rl.value.lam)
+    if rl.value.whiten_advantages:
+        advantages = ppo_lib.whiten(advantages, mask)
+    return old_values, advantages, returns
+
+
+def with_ppo_targets(batch: Rollouts, targets: tuple[jax.Array, ...]) -> Rollouts:
+    """The batch with `ppo_targets`' (V_old, advantages, returns) in place."""
+    old_values, advantages, returns = targets
+    return batch.replace(values=old_values, advantages=advantages, returns=returns)
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
@@ -143,8 +250,33 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
         f"a multiple of the mesh's batch size ({mesh_batch}: each shard prefills whole "
         f"prompts) making prompts_per_step × num_generations ({rollouts}) divisible by "
         f"num_mini_batches × num_micro_batches × {mesh_batch} ({per_update} × {mesh_batch})")
+    run_lib.require(rl.algorithm in ALGORITHMS, "rl.algorithm", rl.algorithm,
+                    f"one of {ALGORITHMS}")
+    if is_ppo(rl):
+        validate_value(rl)
     check_rewards(config)
     run_lib.validate_common(config)
+
+
+def validate_value(rl: ml_collections.ConfigDict) -> None:
+    """Checks of rl.value (read only when rl.algorithm is "ppo")."""
+    value = rl.value
+    run_lib.require(value.head in VALUE_HEADS, "rl.value.head", value.head,
+                    f"one of {VALUE_HEADS}")
+    run_lib.require(value.head == "shared", "rl.value.head", value.head,
+                    "'shared' (a separate value model is not implemented yet)")
+    run_lib.require(0 < value.gamma <= 1, "rl.value.gamma", value.gamma, "a float in (0, 1]")
+    run_lib.require(0 <= value.lam <= 1, "rl.value.lam", value.lam, "a float in [0, 1]")
+    run_lib.require(value.clip > 0, "rl.value.clip", value.clip, "a float > 0")
+    run_lib.require(value.coef > 0, "rl.value.coef", value.coef,
+                    "a float > 0 (0 would leave the value head untrained)")
+    run_lib.require(isinstance(value.whiten_advantages, bool), "rl.value.whiten_advantages",
+                    value.whiten_advantages, "True or False")
+    run_lib.require(value.kl_mode in KL_MODES, "rl.value.kl_mode", value.kl_mode,
+                    f"one of {KL_MODES}")
+    run_lib.require(rl.importance_level != "sequence", "rl.importance_level",
+                    rl.importance_level, "'token' or 'sequence_token' with rl.algorithm='ppo' "
+                    "(GSPO's sequence ratio has no per-token gradient for per-token advantages)")
 
 
 def with_advantages(rollouts: Rollouts, rl) -> Rollouts:
@@ -208,26 +340,36 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     iterator = data.prompt_iterator(config.data, config.mixture, run.tokenizer,
                                     global_batch_size=rl.prompts_per_step,
                                     max_prompt_len=rl.max_prompt_len)
-    state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0)
+    ppo = is_ppo(rl)
+    wrap = None
+    if ppo:
+        head = value_head.init_params(run.model_config, run.mesh, run.rules)
+        wrap = lambda policy: value_head.with_value(policy, head)  # noqa: E731
+    state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0, wrap=wrap)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(
         grpo_update, model_config=run.model_config, optimizer=optimizer, rl=rl,
         nan_policy=tc.nan_policy, router_bias_rate=config.optimizer.router_bias_rate))
     policy_logprobs = run_lib.jit_forward(run, lambda params, batch: completion_logprobs(
         run.model_config, params, batch, rl.sampling.temperature)[0])
+    if ppo:
+        targets = run_lib.jit_forward(
+            run, functools.partial(ppo_targets, model_config=run.model_config, rl=rl),
+            param_shardings=run_lib.state_shardings(state).params)
     recompute_old = recompute_old_logprobs(config)
     eval_records = held_out.problems(config)
     base_rng = jax.random.key(tc.seed)
 
     if step == 0:
-        run.writer.log(0, held_out.evaluate(run, state.params, eval_records), tc.num_steps)
+        run.writer.log(0, held_out.evaluate(run, policy_params(state.params, rl), eval_records),
+                       tc.num_steps)
     metrics = {}
     while step < tc.num_steps:
         step += 1
         watch = metrics_lib.Stopwatch()
         if rl.beta > 0 and rl.ref_update_every and (step - 1) % rl.ref_update_every == 0:
             state = run_lib.refreshed_reference(state)
-        rollouts, reward_metrics = collect(run, state.params, iterator,
+        rollouts, reward_metrics = collect(run, policy_params(state.params, rl), iterator,
                                            jax.random.fold_in(base_rng, step))
         sample_seconds = watch.lap()
         rollouts = with_advantages(rollouts, rl)
@@ -239,15 +381,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         minis = [sharding.global_batch_from_whole(m.arrays(), run.mesh)
                  for m in rollouts.split(rl.num_mini_batches)]
         if recompute_old:
-            recomputed = [policy_logprobs(state.params, m) for m in minis]
+            recomputed = [policy_logprobs(policy_params(state.params, rl), m) for m in minis]
             metrics_old = {"sampler_logprob_mismatch": float(np.mean(
                 [logprob_mismatch(m.logprobs, r, m.mask) for m, r in zip(minis, recomputed)]))}
             minis = [m.replace(logprobs=r) for m, r in zip(minis, recomputed)]
         else:
             metrics_old = {}
         if rl.beta > 0:
-            reference = run_lib.reference_params(state)
+            reference = policy_params(run_lib.reference_params(state), rl)
             minis = [m.replace(ref_logprobs=policy_logprobs(reference, m)) for m in minis]
+        if ppo:  # V_old and GAE advantages per mini-batch (whitened over it)
+            minis = [with_ppo_targets(m, targets(state.params, m)) for m in minis]
         update_metrics = []
         for _ in range(rl.num_iterations):
             for mini in minis:
@@ -265,7 +409,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             tokens_per_second=float(rollouts.lengths.sum()) / max(sample_seconds, 1e-9),
             learning_rate=float(schedule(step * updates_per_step - 1)))  # the last update's
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
-            metrics.update(held_out.evaluate(run, state.params, eval_records))
+            metrics.update(held_out.evaluate(run, policy_params(state.params, rl), eval_records))
             run.writer.samples(step, sample_rows(rollouts, tc.log_samples))
         if run_lib.is_due(step, tc.log_every, tc.num_steps) or "accuracy" in metrics:
             run.writer.log(step, metrics, tc.num_steps)

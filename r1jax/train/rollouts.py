@@ -32,7 +32,8 @@ class Rollouts:
       sampler_logprobs: float32[N, C] log μ, the truncated distribution the sampler drew each
         token from (`SampleOutput.sampled_logprobs`): importance-sampling correction's divisor.
       ref_logprobs: float32[N, C] log π_ref, or None (β = 0, or not computed yet).
-      advantages: float32[N] (zeros until `with_advantages`).
+      advantages: float32[N] (zeros until `with_advantages`), or float32[N, C] per token (PPO's
+        GAE advantages, `train.grpo.with_ppo_targets`).
       rewards: float32[N] the weighted sum of the configured rewards.
       reward_failed: bool[N] a reward could not score the row (counted as 0 in `rewards`).
       reward_components: {name: float32[N]} each reward's scores, NaN where it failed.
@@ -41,6 +42,7 @@ class Rollouts:
       source: int32[N] the row's prompt source (its index in config.mixture; 0 without one).
       final_answer_empty: bool[N] nothing after `</think>` (a reward model's reward-hacking
         watch: a policy winning it by saying nothing shows here).
+      values, returns: float32[N, C] PPO's V_old and value targets, or None (GRPO).
     """
 
     prompt_tokens: np.ndarray
@@ -60,6 +62,8 @@ class Rollouts:
     prompts: dict = flax.struct.field(pytree_node=False, default_factory=dict)
     source: Optional[np.ndarray] = None
     final_answer_empty: Optional[np.ndarray] = None
+    values: Optional[np.ndarray] = None
+    returns: Optional[np.ndarray] = None
 
     @property
     def num_rows(self) -> int:

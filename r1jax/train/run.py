@@ -222,13 +222,16 @@ def start(config: ml_collections.ConfigDict, workdir: str,
 
 
 def init_state(run: Run, optimizer: optax.GradientTransformation, *,
-               with_reference: bool, params: Any = None) -> TrainState:
+               with_reference: bool, params: Any = None,
+               wrap: Optional[Callable[[Any], Any]] = None) -> TrainState:
     """The step-0 state: the loaded (or seeded random) params on their shards, the optimizer's
     initial state beside them, and a copy of the params as π_ref when asked.
 
     `params`, already on their shards, replace the policy's (a reward model's backbone and head).
     With LoRA, fresh adapters (B = 0: the base model's outputs) join the loaded base, which is
-    stored in model.lora.base_dtype.
+    stored in model.lora.base_dtype. `wrap`, policy params -> the state's params, puts other
+    trained weights beside the policy (PPO's value head: `models.value_head.with_value`); they
+    are then optimised, copied into π_ref and checkpointed with it.
     """
     rng = jax.random.key(run.config.train.seed)
     if params is None and run.initial_params is None:
@@ -245,6 +248,8 @@ def init_state(run: Run, optimizer: optax.GradientTransformation, *,
         log.info("LoRA rank %d on %s: %.2fM trainable parameters, base frozen in %s",
                  run.model_config.lora.rank, ",".join(run.model_config.lora.targets),
                  lora.count(lora.adapters(params)) / 1e6, run.config.model.lora.base_dtype)
+    if wrap is not None:
+        params = wrap(params)
     trainable = lora.trainable(params)
     opt_shardings = sharding.shardings_like(jax.eval_shape(optimizer.init, trainable),
                                             jax.tree.map(lambda x: x.sharding, trainable))
@@ -345,12 +350,17 @@ def jit_update(run: Run, state: TrainState, update: Callable) -> Callable:
                                 donate_argnums=0)
 
 
-def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False) -> Callable:
-    """Compiles fn(params, batch) -> an array split over the batch axes (or replicated)."""
+def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False,
+                param_shardings: Any = None) -> Callable:
+    """Compiles fn(params, batch) -> an array split over the batch axes (or replicated).
+
+    param_shardings: of params other than the policy's (default run.param_shardings), e.g. a
+    whole state's `state_shardings(state).params`."""
     batch = sharding.batch_sharding(run.mesh, ndim=1)
     out = sharding.replicated(run.mesh) if replicated_output else batch
+    params = run.param_shardings if param_shardings is None else param_shardings
     return sharding.sharded_jit(fn, run.mesh, run.rules,
-                                in_shardings=(run.param_shardings, batch), out_shardings=out)
+                                in_shardings=(params, batch), out_shardings=out)
 
 
 def global_batch(run: Run, local_batch):

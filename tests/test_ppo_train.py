@@ -1,0 +1,201 @@
+"""PPO in the GRPO trainer (rl.algorithm = "ppo"): the update's loss against a numpy
+transcription, named config errors, and a tiny run that keeps the value head beside the policy,
+checkpoints and resumes it, and hands the sampler the policy's params alone."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import r1_zero
+from r1jax import models
+from r1jax.losses import grpo as grpo_lib
+from r1jax.models import transformer, value_head
+from r1jax.train import grpo, held_out, run as run_lib
+from tests.test_grpo_train import CONFIG, _rollout_batch
+
+
+def _rl(**value):
+    return ml_collections.ConfigDict(dict(
+        algorithm="ppo", num_micro_batches=1, aggregation="sequence_mean", beta=0.1,
+        eps_low=0.2, eps_high=0.2, sampling=dict(temperature=1.0), importance_level="token",
+        is_correction="none", is_bound=2.0,
+        value=dict(head="shared", gamma=0.9, lam=0.8, clip=0.05, coef=0.5,
+                   whiten_advantages=True, kl_mode="reward", **value)))
+
+
+def _numpy_reference(params, kernel_old, kernel, batch, rl):
+    """Per-row unpadded forward passes, then token rewards, GAE (a loop), whitening, the
+    clipped surrogate and the clipped value loss, all in numpy."""
+    n, c = batch.mask.shape
+    logp, v_old, v_new = (np.zeros((n, c)) for _ in range(3))
+    for i in range(n):
+        prompt = batch.prompt_tokens[i, -batch.prompt_lengths[i]:]
+        length = int(batch.mask[i].sum())
+        seq = np.concatenate([prompt, batch.completions[i, :length]])[None]
+        hidden, _ = transformer.forward(CONFIG, params, jnp.asarray(seq),
+                                        jnp.arange(seq.shape[1])[None], return_hidden=True)
+        hidden = np.asarray(hidden[0], np.float64)
+        logits = hidden @ np.asarray(transformer.output_head(CONFIG, params), np.float64)
+        logits = logits - logits.max(-1, keepdims=True)
+        logsm = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        for j in range(length):
+            pos = len(prompt) - 1 + j
+            logp[i, j] = logsm[pos, seq[0, len(prompt) + j]]
+            v_old[i, j] = hidden[pos] @ kernel_old[:, 0]
+            v_new[i, j] = hidden[pos] @ kernel[:, 0]
+    m, g, lam, beta = batch.mask, rl.value.gamma, rl.value.lam, rl.beta
+    adv, ret = np.zeros((n, c)), np.zeros((n, c))
+    for i in range(n):
+        length = int(m[i].sum())
+        r = -beta * (batch.logprobs[i, :length] - batch.ref_logprobs[i, :length])
+        r[length - 1] += batch.rewards[i]
+        running, next_v = 0.0, 0.0
+        for t in reversed(range(length)):
+            delta = r[t] + g * next_v - v_old[i, t]
+            running = delta + g * lam * running
+            adv[i, t], ret[i, t], next_v = running, running + v_old[i, t], v_old[i, t]
+    counted = m > 0
+    whitened = np.where(counted, (adv - adv[counted].mean()) / np.sqrt(adv[counted].var() + 1e-8), 0)
+    ratio = np.exp(np.where(counted, logp - batch.logprobs, 0.0))
+    surrogate = np.minimum(ratio * whitened, np.clip(ratio, 0.8, 1.2) * whitened)
+
+    def seq_mean(x):
+        return ((x * m).sum(1) / m.sum(1)).mean()
+
+    v_clipped = v_old + np.clip(v_new - v_old, -rl.value.clip, rl.value.clip)
+    v_loss = 0.5 * seq_mean(np.maximum((v_new - ret) ** 2, (v_clipped - ret) ** 2))
+    return dict(policy_loss=-seq_mean(surrogate), value_loss=v_loss, advantages=whitened,
+                returns=ret, values=v_old * m)
+
+
+def test_ppo_update_loss_equals_a_numpy_transcription():
+    rng = np.random.default_rng(0)
+    batch = _rollout_batch(rng)
+    batch = batch.replace(rewards=rng.normal(size=batch.mask.shape[0]).astype(np.float32))
+    policy = models.init_params(CONFIG, jax.random.key(0))
+    kernel_old = rng.normal(0, 0.05, (CONFIG.embed_dim, 1)).astype(np.float32)
+    kernel = kernel_old + rng.normal(0, 0.05, kernel_old.shape).astype(np.float32)
+    rl = _rl()
+    params_old = value_head.with_value(policy, {"head": {"kernel": jnp.asarray(kernel_old)}})
+    params = value_head.with_value(policy, {"head": {"kernel": jnp.asarray(kernel)}})
+    device_batch = jax.tree.map(jnp.asarray, batch.arrays())
+    targets = grpo.ppo_targets(params_old, device_batch, model_config=CONFIG, rl=rl)
+    device_batch = grpo.with_ppo_targets(device_batch, targets)
+    expected = _numpy_reference(policy, kernel_old, kernel, batch, rl)
+    for name in ("values", "advantages", "returns"):
+        np.testing.assert_allclose(getattr(device_batch, name), expected[name], atol=2e-4,
+                                   err_msg=name)
+
+    optimizer = optax.sgd(0.0)
+    state = run_lib.TrainState(params=params, opt_state=optimizer.init(params), reference=None,
+                               updates=jnp.zeros((), jnp.int32))
+    _, metrics = grpo.grpo_update(state, device_batch, model_config=CONFIG, optimizer=optimizer,
+                                  rl=rl, nan_policy="stop")
+    assert 0 < metrics["value_clipfrac"] < 1  # both branches of the value clip are exercised
+    np.testing.assert_allclose(metrics["policy_loss"], expected["policy_loss"], rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(metrics["value_loss"], expected["value_loss"], rtol=1e-4)
+    np.testing.assert_allclose(
+        metrics["loss"], expected["policy_loss"] + 0.5 * expected["value_loss"], rtol=1e-4,
+        atol=1e-5)
+
+
+def test_per_token_advantages_equal_per_sequence_ones_when_constant_over_tokens():
+    rng = np.random.default_rng(1)
+    b = _rollout_batch(rng)
+    logprobs = jnp.asarray(b.logprobs + rng.normal(0, 0.3, b.logprobs.shape).astype(np.float32))
+    args = dict(eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token_mean")
+    per_sequence = grpo_lib.grpo_loss(logprobs, b.logprobs, None, b.advantages, b.mask, **args)
+    per_token = grpo_lib.grpo_loss(logprobs, b.logprobs, None,
+                                   np.repeat(b.advantages[:, None], b.mask.shape[1], 1),
+                                   b.mask, **args)
+    for key in per_sequence[1]:
+        np.testing.assert_allclose(per_token[1][key], per_sequence[1][key], rtol=1e-6)
+    np.testing.assert_allclose(per_token[0], per_sequence[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("algorithm", "reinforce", "rl.algorithm='reinforce'"),
+    ("value.head", "mlp", "rl.value.head='mlp'"),
+    ("value.head", "separate", "not implemented"),
+    ("value.gamma", 0.0, "rl.value.gamma=0.0"),
+    ("value.lam", 1.5, "rl.value.lam=1.5"),
+    ("value.clip", 0.0, "rl.value.clip=0.0"),
+    ("value.coef", 0.0, "rl.value.coef=0.0"),
+    ("value.whiten_advantages", 1, "rl.value.whiten_advantages=1"),
+    ("value.kl_mode", "both", "rl.value.kl_mode='both'"),
+    ("importance_level", "sequence", "rl.importance_level='sequence'"),
+])
+def test_bad_ppo_config_values_are_named(key, value, message):
+    config = r1_zero.get_config("tiny")
+    config.rl.algorithm = "ppo"
+    grpo.validate_config(config, mesh_batch=1)  # the defaults pass
+    section = config.rl
+    *parents, name = key.split(".")
+    for parent in parents:
+        section = section[parent]
+    with section.ignore_type():
+        section[name] = value
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("'", "'")):
+        grpo.validate_config(config, mesh_batch=1)
+
+
+def test_ppo_variants_differ_from_the_default_only_in_algorithm_and_lambda():
+    base, lam1, lam095 = (r1_zero.get_config(v) for v in ("", "ppo", "ppo_lambda095"))
+    assert (lam1.rl.algorithm, lam1.rl.value.lam) == ("ppo", 1.0)
+    assert (lam095.rl.algorithm, lam095.rl.value.lam) == ("ppo", 0.95)
+    for config in (lam1, lam095):
+        config.rl.algorithm, config.rl.value.lam = "grpo", base.rl.value.lam
+        config.variant = base.variant
+        assert config.to_dict() == base.to_dict()
+
+
+def test_tiny_ppo_run_checkpoints_and_resumes_the_value_head(tmp_path, monkeypatch):
+    config = r1_zero.get_config("tiny")  # β = 0.04 with kl_mode "reward"
+    config.rl.algorithm = "ppo"
+    config.data.data_dir = str(tmp_path / "data")
+    config.train.update(num_steps=2, checkpoint_every=1, eval_every=0)
+    config.eval.max_problems = 0
+    policy_keys = set(models.init_params(CONFIG, jax.random.key(0)))
+
+    seen = []  # the tree of every params the sampler and evaluation got
+    for module, name in ((grpo, "collect"), (held_out, "evaluate")):
+        original = getattr(module, name)
+
+        def spy(run, params, *args, _original=original, **kwargs):
+            seen.append(set(params))
+            return _original(run, params, *args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    saved, restored = {}, []
+    save, restore = run_lib.save, run_lib.restore
+
+    def save_spy(run, state, step, iterator, **kwargs):
+        saved[step] = jax.device_get(state.params)
+        return save(run, state, step, iterator, **kwargs)
+
+    def restore_spy(*args):
+        state, step = restore(*args)
+        restored.append((step, jax.device_get(state.params)))
+        return state, step
+    monkeypatch.setattr(run_lib, "save", save_spy)
+    monkeypatch.setattr(run_lib, "restore", restore_spy)
+
+    workdir = str(tmp_path / "w")
+    metrics = grpo.train(config, workdir)
+    for key in ("value_loss", "value_mean", "value_clipfrac", "explained_variance",
+                "advantage_mean", "advantage_std", "policy_loss", "kl_k1"):
+        assert np.isfinite(metrics[key]), key
+    assert seen and all(keys == policy_keys for keys in seen), seen
+    assert set(saved[2]) == {"policy", "value"}
+    assert np.any(saved[2]["value"]["head"]["kernel"] != 0)  # the head trained from zero
+    assert np.any(saved[2]["value"]["head"]["kernel"] != saved[1]["value"]["head"]["kernel"])
+
+    config.train.num_steps = 3
+    grpo.train(config, workdir)
+    step, params = restored[-1]
+    assert step == 2
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved[2]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.any(saved[3]["value"]["head"]["kernel"] != saved[2]["value"]["head"]["kernel"])
