@@ -354,6 +354,9 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
     A LoRA run's checkpoint holds the adapters only: the base comes back from where that run
     loaded it (meta["lora_base"]: model.path, or the random init of its seed), so that file
     must still be there. The params returned are base and adapters in one tree.
+
+    A PPO run's checkpoint (meta["policy_key"]) holds its value head beside the policy: the
+    policy's params are returned, the value head is read (replicated) and dropped.
     """
     from r1jax.models.transformer import abstract_params  # Avoids a models <-> checkpoint cycle.
     from r1jax.models import lora
@@ -374,6 +377,7 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         config = model_config_from_dict(meta["model_config"])
         with_lora = config.lora is not None and shapes is None
+        policy_key = meta.get("policy_key") if shapes is None else None
         shapes = (shapes or (lambda c: nn.meta.unbox(abstract_params(c))))(config)
         if shardings is None:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -383,6 +387,15 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
             shapes, shardings = lora.adapters(shapes), lora.adapters(shardings)
         target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                               shapes, shardings)
+        if policy_key:
+            from r1jax.models import value_head
+            everywhere = jax.sharding.NamedSharding(
+                jax.sharding.Mesh(np.array(jax.devices()), ("all",)),
+                jax.sharding.PartitionSpec())
+            value = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=everywhere),
+                value_head.abstract_params(config))
+            target = {policy_key: target, value_head.VALUE: value}
         step_dir = os.path.join(_directory(workdir), str(step))
         failure = (checksum_failure(step_dir, items=("params",))
                    or layout_failure(step_dir, "params", target))
@@ -390,6 +403,8 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
             raise CheckpointError(f"Checkpoint step {step} ({step_dir}) does not restore: {failure}")
         params = manager.restore(
             step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+        if policy_key:
+            params = params[policy_key]
         if with_lora:
             params = lora.combine(_lora_base(config, meta["lora_base"], full_shardings), params)
         return config, params

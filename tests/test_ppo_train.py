@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import r1_zero
-from r1jax import models
+from r1jax import checkpoint, models
 from r1jax.losses import grpo as grpo_lib
 from r1jax.models import transformer, value_head
 from r1jax.train import grpo, held_out, run as run_lib
@@ -199,3 +199,8 @@ def test_tiny_ppo_run_checkpoints_and_resumes_the_value_head(tmp_path, monkeypat
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(saved[2]), strict=True):
         np.testing.assert_array_equal(a, b)
     assert np.any(saved[3]["value"]["head"]["kernel"] != saved[2]["value"]["head"]["kernel"])
+
+    # Evaluation and exports read the policy's params alone from the workdir.
+    _, policy = checkpoint.restore_params(workdir)
+    for a, b in zip(jax.tree.leaves(policy), jax.tree.leaves(saved[3]["policy"]), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -21,6 +21,11 @@ from r1jax.models.config import ModelConfig
 POLICY, VALUE = "policy", "value"
 
 
+def abstract_params(config: ModelConfig) -> dict:
+    """jax.ShapeDtypeStruct tree of the value params: {"head": {"kernel": [E, 1]}}."""
+    return {"head": rm.head_shapes(config)}
+
+
 def init_params(config: ModelConfig, mesh, rules) -> dict:
     """{"head": {"kernel": zeros [E, 1]}} on the head's shards."""
     shapes = rm.head_shapes(config)

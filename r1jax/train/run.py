@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from r1jax import checkpoint, distributed, models, sharding
-from r1jax.models import config as model_configs, lora, moe
+from r1jax.models import config as model_configs, lora, moe, value_head
 from r1jax.train import metrics as metrics_lib
 
 log = logging.getLogger("r1jax")
@@ -323,6 +323,9 @@ def save(run: Run, state: TrainState, step: int, iterator, *, force: bool = Fals
         # What `checkpoint.restore_params` rebuilds the frozen base from.
         meta["lora_base"] = {"path": run.config.model.path, "seed": run.config.train.seed,
                              "dtype": run.config.model.lora.base_dtype}
+    if isinstance(state.params, dict) and value_head.POLICY in state.params:
+        # PPO: what `checkpoint.restore_params` reads the policy from.
+        meta["policy_key"] = value_head.POLICY
     run.checkpointer.save(step, _items(state), meta, force=force)
 
 
