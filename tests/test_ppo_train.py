@@ -104,12 +104,12 @@ def test_ppo_update_loss_equals_a_numpy_transcription():
 
 def test_per_token_advantages_equal_per_sequence_ones_when_constant_over_tokens():
     rng = np.random.default_rng(1)
-    b = _rollout_batch(rng)
-    logprobs = jnp.asarray(b.logprobs + rng.normal(0, 0.3, b.logprobs.shape).astype(np.float32))
+    b = jax.tree.map(jnp.asarray, _rollout_batch(rng))
+    logprobs = b.logprobs + jnp.asarray(rng.normal(0, 0.3, b.logprobs.shape), jnp.float32)
     args = dict(eps_low=0.2, eps_high=0.28, beta=0.0, aggregation="token_mean")
     per_sequence = grpo_lib.grpo_loss(logprobs, b.logprobs, None, b.advantages, b.mask, **args)
     per_token = grpo_lib.grpo_loss(logprobs, b.logprobs, None,
-                                   np.repeat(b.advantages[:, None], b.mask.shape[1], 1),
+                                   jnp.repeat(b.advantages[:, None], b.mask.shape[1], 1),
                                    b.mask, **args)
     for key in per_sequence[1]:
         np.testing.assert_allclose(per_token[1][key], per_sequence[1][key], rtol=1e-6)
