@@ -1,6 +1,8 @@
 """PPO in the GRPO trainer (rl.algorithm = "ppo"): the update's loss against a numpy
 transcription, named config errors, and a tiny run that keeps the value head beside the policy,
 checkpoints and resumes it, and hands the sampler the policy's params alone."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,25 +28,30 @@ def _rl(**value):
 
 
 def _numpy_reference(params, kernel_old, kernel, batch, rl):
-    """Per-row unpadded forward passes, then token rewards, GAE (a loop), whitening, the
-    clipped surrogate and the clipped value loss, all in numpy."""
+    """One forward pass over the rows laid out from position 0 (prompt then completion, right
+    padding, which a causal model's earlier positions never see), then token rewards, GAE (a
+    loop), whitening, the clipped surrogate and the clipped value loss, all in numpy."""
     n, c = batch.mask.shape
+    rows = [np.concatenate([batch.prompt_tokens[i, -batch.prompt_lengths[i]:],
+                            batch.completions[i, :int(batch.mask[i].sum())]]) for i in range(n)]
+    seqs = np.zeros((n, max(len(r) for r in rows)), np.int32)
+    for i, r in enumerate(rows):
+        seqs[i, :len(r)] = r
+    hidden, _ = jax.jit(lambda p, t: transformer.forward(
+        CONFIG, p, t, jnp.broadcast_to(jnp.arange(t.shape[1]), t.shape), return_hidden=True))(
+        params, jnp.asarray(seqs))
+    hidden = np.asarray(hidden, np.float64)
+    logits = hidden @ np.asarray(transformer.output_head(CONFIG, params), np.float64)
+    logits = logits - logits.max(-1, keepdims=True)
+    logsm = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     logp, v_old, v_new = (np.zeros((n, c)) for _ in range(3))
     for i in range(n):
-        prompt = batch.prompt_tokens[i, -batch.prompt_lengths[i]:]
-        length = int(batch.mask[i].sum())
-        seq = np.concatenate([prompt, batch.completions[i, :length]])[None]
-        hidden, _ = transformer.forward(CONFIG, params, jnp.asarray(seq),
-                                        jnp.arange(seq.shape[1])[None], return_hidden=True)
-        hidden = np.asarray(hidden[0], np.float64)
-        logits = hidden @ np.asarray(transformer.output_head(CONFIG, params), np.float64)
-        logits = logits - logits.max(-1, keepdims=True)
-        logsm = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        for j in range(length):
-            pos = len(prompt) - 1 + j
-            logp[i, j] = logsm[pos, seq[0, len(prompt) + j]]
-            v_old[i, j] = hidden[pos] @ kernel_old[:, 0]
-            v_new[i, j] = hidden[pos] @ kernel[:, 0]
+        prompt_length = int(batch.prompt_lengths[i])
+        for j in range(int(batch.mask[i].sum())):
+            pos = prompt_length - 1 + j
+            logp[i, j] = logsm[i, pos, seqs[i, pos + 1]]
+            v_old[i, j] = hidden[i, pos] @ kernel_old[:, 0]
+            v_new[i, j] = hidden[i, pos] @ kernel[:, 0]
     m, g, lam, beta = batch.mask, rl.value.gamma, rl.value.lam, rl.beta
     adv, ret = np.zeros((n, c)), np.zeros((n, c))
     for i in range(n):
@@ -72,7 +79,7 @@ def _numpy_reference(params, kernel_old, kernel, batch, rl):
 
 def test_ppo_update_loss_equals_a_numpy_transcription():
     rng = np.random.default_rng(0)
-    batch = _rollout_batch(rng)
+    batch = _rollout_batch(rng, n=4)
     batch = batch.replace(rewards=rng.normal(size=batch.mask.shape[0]).astype(np.float32))
     policy = models.init_params(CONFIG, jax.random.key(0))
     kernel_old = rng.normal(0, 0.05, (CONFIG.embed_dim, 1)).astype(np.float32)
@@ -81,7 +88,8 @@ def test_ppo_update_loss_equals_a_numpy_transcription():
     params_old = value_head.with_value(policy, {"head": {"kernel": jnp.asarray(kernel_old)}})
     params = value_head.with_value(policy, {"head": {"kernel": jnp.asarray(kernel)}})
     device_batch = jax.tree.map(jnp.asarray, batch.arrays())
-    targets = grpo.ppo_targets(params_old, device_batch, model_config=CONFIG, rl=rl)
+    targets = jax.jit(functools.partial(grpo.ppo_targets, model_config=CONFIG, rl=rl))(
+        params_old, device_batch)
     device_batch = grpo.with_ppo_targets(device_batch, targets)
     expected = _numpy_reference(policy, kernel_old, kernel, batch, rl)
     for name in ("values", "advantages", "returns"):
@@ -91,8 +99,9 @@ def test_ppo_update_loss_equals_a_numpy_transcription():
     optimizer = optax.sgd(0.0)
     state = run_lib.TrainState(params=params, opt_state=optimizer.init(params), reference=None,
                                updates=jnp.zeros((), jnp.int32))
-    _, metrics = grpo.grpo_update(state, device_batch, model_config=CONFIG, optimizer=optimizer,
-                                  rl=rl, nan_policy="stop")
+    _, metrics = jax.jit(functools.partial(grpo.grpo_update, model_config=CONFIG,
+                                           optimizer=optimizer, rl=rl, nan_policy="stop"))(
+        state, device_batch)
     assert 0 < metrics["value_clipfrac"] < 1  # both branches of the value clip are exercised
     np.testing.assert_allclose(metrics["policy_loss"], expected["policy_loss"], rtol=1e-4,
                                atol=1e-5)
