@@ -41,7 +41,7 @@ def test_micro_batches_give_the_full_batch_gradient(aggregation):
     params = models.init_params(CONFIG, jax.random.key(0))
     results = []
     for micro in (1, 4):
-        rl = ml_collections.ConfigDict(dict(
+        rl = ml_collections.ConfigDict(dict(algorithm="grpo",
             num_micro_batches=micro, aggregation=aggregation, beta=0.04, eps_low=0.2,
             eps_high=0.28, sampling=dict(temperature=1.0), importance_level="token",
             is_correction="none", is_bound=2.0))
@@ -123,7 +123,7 @@ def test_the_update_makes_no_implicit_host_device_transfer():
     state = jax.device_put(run.TrainState(params=params, opt_state=optimizer.init(params),
                                           reference=None, updates=jnp.zeros((), jnp.int32)))
     batch = jax.device_put(_rollout_batch(np.random.default_rng(3)).arrays())
-    rl = ml_collections.ConfigDict(dict(
+    rl = ml_collections.ConfigDict(dict(algorithm="grpo",
         num_micro_batches=2, aggregation="token_mean", beta=0.04, eps_low=0.2, eps_high=0.28,
         sampling=dict(temperature=1.0),
         importance_level="token", is_correction="none", is_bound=2.0))

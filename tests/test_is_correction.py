@@ -79,7 +79,7 @@ def test_without_truncation_the_tis_weight_is_one_at_the_first_update():
     np.testing.assert_allclose(np.asarray(weights)[mask], 1.0, atol=1e-5, rtol=0)
     updated = {}
     for mode in ("none", "tis"):
-        rl = ml_collections.ConfigDict(dict(
+        rl = ml_collections.ConfigDict(dict(algorithm="grpo",
             num_micro_batches=1, aggregation="sequence_mean", beta=0.0, eps_low=0.2,
             eps_high=0.2, sampling=dict(temperature=TEMPERATURE), importance_level="token",
             is_correction=mode, is_bound=2.0))

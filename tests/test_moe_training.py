@@ -25,7 +25,7 @@ def _update(rate: float):
     state = run.TrainState(params=params, opt_state=optimizer.init(params), reference=None,
                            updates=jnp.zeros((), jnp.int32))
     batch = jax.tree.map(jnp.asarray, _rollout_batch(np.random.default_rng(0), n=8).arrays())
-    rl = ml_collections.ConfigDict(dict(
+    rl = ml_collections.ConfigDict(dict(algorithm="grpo",
         num_micro_batches=2, aggregation="sequence_mean", beta=0.0, eps_low=0.2, eps_high=0.2,
         sampling=dict(temperature=1.0),
         importance_level="token", is_correction="none", is_bound=2.0))
