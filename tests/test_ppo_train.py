@@ -213,3 +213,14 @@ def test_tiny_ppo_run_checkpoints_and_resumes_the_value_head(tmp_path, monkeypat
     _, policy = checkpoint.restore_params(workdir)
     for a, b in zip(jax.tree.leaves(policy), jax.tree.leaves(saved[3]["policy"]), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_with_lora_the_value_head_trains_beside_the_policys_adapters():
+    from r1jax.models import lora
+    from r1jax.models.config import LoraConfig
+    config = CONFIG.replace(lora=LoraConfig(rank=2, alpha=4.0))
+    policy = models.init_params(config, jax.random.key(0))
+    head = {"head": {"kernel": jnp.zeros((config.embed_dim, 1))}}
+    trainable, frozen = lora.split(value_head.with_value(policy, head))
+    assert trainable["value"] is head
+    assert trainable["policy"] == lora.adapters(policy) and frozen == {"policy": lora.base(policy)}
