@@ -342,9 +342,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     max_prompt_len=rl.max_prompt_len)
     ppo = is_ppo(rl)
     wrap = None
-    if ppo:
-        head = value_head.init_params(run.model_config, run.mesh, run.rules)
-        wrap = lambda policy: value_head.with_value(policy, head)  # noqa: E731
+    if ppo:  # the value head goes beside the policy's params (LoRA's adapters included)
+        wrap = functools.partial(value_head.with_value, value=value_head.init_params(
+            run.model_config, run.mesh, run.rules))
     state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0, wrap=wrap)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(
