@@ -176,7 +176,7 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 def ppo_metrics(values: jax.Array, mb: Rollouts) -> dict:
     """PPO's diagnostics over the counted tokens (all float32[N, C] in): the values' mean, how
-    much of the returns' variance V_old explains (1: all, 0: no better than their mean), the
+    much of the returns' variance V_old explains (1: all, ≤ 0: no better than their mean), the
     advantages the loss sees and, when π_ref was scored, the per-token KL (k1) estimate."""
     mask = mb.mask
     returns_mean = masked_mean(mb.returns, mask)
@@ -186,7 +186,9 @@ def ppo_metrics(values: jax.Array, mb: Rollouts) -> dict:
     advantage_mean = masked_mean(mb.advantages, mask)
     out = dict(
         value_mean=masked_mean(values, mask), return_mean=returns_mean,
-        explained_variance=1.0 - residual_var / jnp.maximum(returns_var, 1e-8),
+        # 0 when the returns do not vary (all rewards equal): there is nothing to explain.
+        explained_variance=jnp.where(returns_var > 1e-8,
+                                     1.0 - residual_var / jnp.maximum(returns_var, 1e-8), 0.0),
         advantage_mean=advantage_mean,
         advantage_std=jnp.sqrt(masked_mean(jnp.square(mb.advantages - advantage_mean), mask)))
     if mb.ref_logprobs is not None:
