@@ -275,7 +275,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             run, lambda params, batch: grpo.completion_logprobs(teacher_config, params, batch)[0],
             param_shardings=teacher_shardings)
     eval_records = held_out.problems(config)
-    base_rng = jax.random.key(tc.seed)
 
     if step == 0:
         run.writer.log(0, held_out.evaluate(run, state.params, eval_records), tc.num_steps)
@@ -290,7 +289,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             extra, rollouts = {}, None
         else:
             rollouts, extra = collect(run, state.params, iterator,
-                                      jax.random.fold_in(base_rng, step))
+                                      jax.random.fold_in(jax.random.key(tc.seed), step))
             rows_on_device = sharding.global_batch_from_whole(rollouts.arrays(), run.mesh)
             scored = teacher_logprobs(teacher_params, rows_on_device)
             teacher_read = int(rollouts.prompt_lengths.sum() + rollouts.lengths.sum())
