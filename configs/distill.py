@@ -92,7 +92,7 @@ def _tiny_student(config: ml_collections.ConfigDict):
     _addition(config, 1, 256, 32, "plain")
     config.optimizer.update(learning_rate=3e-3, warmup_steps=1)
     config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
-    config.eval.update(max_problems=4, max_new_tokens=8, batch_size=4)
+    config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8)
 
 
 def _logits_tiny(config: ml_collections.ConfigDict):
@@ -102,7 +102,7 @@ def _logits_tiny(config: ml_collections.ConfigDict):
 
 def _on_policy_tiny(config: ml_collections.ConfigDict):
     _tiny_student(config)
-    config.rl.update(prompts_per_step=4, num_generations=2, max_new_tokens=8)
+    config.rl.update(prompts_per_step=8, num_generations=2, max_new_tokens=8)
 
 
 VARIANTS = {"cpu": _cpu, "tiny": _tiny, "qwen2_5_1_5b": _qwen2_5_1_5b, "logits": _logits,

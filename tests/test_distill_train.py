@@ -50,25 +50,26 @@ def test_teacher_equal_to_student_gives_zero_kl_and_zero_gradient(tmp_path, teac
 
 
 def test_logit_distillation_lowers_kl(tmp_path, teacher_dir):
-    config = _config("logits_tiny", teacher_dir, num_steps=6, checkpoint_every=0)
+    config = _config("logits_tiny", teacher_dir, num_steps=4, checkpoint_every=0)
     config.distill.top_k = 32  # the top-k path; the full one is the test above's
     distill.train(config, str(tmp_path / "w"))
     rows = [r for r in _metrics(tmp_path / "w") if "kl" in r]
     kl = [r["kl"] for r in rows]
-    assert len(kl) == 6 and kl[0] > 0
-    assert np.mean(kl[-2:]) < 0.7 * np.mean(kl[:2]), kl
+    assert len(kl) == 4 and kl[0] > 0
+    # Each step's batch is new, yet the KL falls at every step and by > 5% over four.
+    assert all(b < a for a, b in zip(kl, kl[1:])) and kl[-1] < 0.95 * kl[0], kl
     # Every step the teacher reads the batch's non-padding tokens: the count only grows.
     tokens = [r["teacher_tokens"] for r in rows]
     assert all(b > a for a, b in zip(tokens, tokens[1:]))
 
 
 def test_on_policy_run_checkpoints_resumes_and_counts_teacher_tokens(tmp_path, teacher_dir):
-    def run(workdir, steps):
+    def run(workdir, steps, eval_problems=0):
         config = _config("on_policy_tiny", teacher_dir, num_steps=steps, checkpoint_every=1)
-        config.eval.max_problems = 4
+        config.eval.max_problems = eval_problems  # greedy: the training rollouts do not change
         return distill.train(config, str(workdir))
 
-    whole = run(tmp_path / "whole", 2)
+    whole = run(tmp_path / "whole", 2, eval_problems=8)
     run(tmp_path / "cut", 1)
     resumed = run(tmp_path / "cut", 2)
     # The resumed run restored params, data position and the teacher-token count.
@@ -79,7 +80,7 @@ def test_on_policy_run_checkpoints_resumes_and_counts_teacher_tokens(tmp_path, t
     by_step = {r["step"]: r for r in rows}
     assert 0 < by_step[1]["teacher_tokens"] < by_step[2]["teacher_tokens"]
     assert by_step[2]["teacher_logprob"] < 0 and by_step[2]["student_logprob"] < 0
-    assert (tmp_path / "cut" / "samples.jsonl").exists()
+    assert (tmp_path / "whole" / "samples.jsonl").exists()
 
 
 def test_teacher_with_another_vocabulary_is_refused(tmp_path):
