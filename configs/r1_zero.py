@@ -11,7 +11,7 @@ Variants:
   lora      the default run training rank-16 LoRA adapters instead of every weight.
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   tiny_moe  a randomly initialised tiny DeepSeek-V3 (MoE) learning 1-digit addition from scratch
-            with a 20-token tokenizer; about 3 minutes on 2 CPU cores.
+            with a 20-token tokenizer; about 70 seconds on 2 CPU cores.
   smollm2   SmolLM2-135M-Instruct on GSM8K (../shared/data) with the R1-Zero template.
   qwen2_5_1_5b, qwen2_5_7b
             the R1 paper's RL settings (see `_paper_recipe` for what matches and what does not)

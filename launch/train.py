@@ -1,5 +1,5 @@
-r"""Trains one stage of the recipe: GRPO (R1-Zero, reasoning RL), SFT (cold start, distillation)
-or a reward model.
+r"""Trains one stage of the recipe: GRPO (R1-Zero, reasoning RL), SFT (cold start, distillation on
+traces), logit / on-policy distillation from a teacher, or a reward model.
 
     python -m launch.train --config=configs/r1_zero.py[:VARIANT] --workdir=DIR [--config.k=v ...]
 
@@ -16,7 +16,7 @@ from launch import cli
 from r1jax import distributed
 
 FLAGS = flags.FLAGS
-STAGES = ("grpo", "sft", "reward_model")
+STAGES = ("grpo", "sft", "distill", "reward_model")
 
 
 def define_flags():
@@ -37,6 +37,8 @@ def main(argv):
         raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}.")
     if config.stage == "grpo":
         from r1jax.train import grpo as trainer
+    elif config.stage == "distill":
+        from r1jax.train import distill as trainer
     elif config.stage == "reward_model":
         from r1jax.train import reward_model as trainer
     else:

@@ -72,9 +72,9 @@ def test_completion_logprobs_match_a_plain_forward_pass(temperature):
         np.testing.assert_allclose(logprobs[i, :length], expected, atol=1e-5)
 
 
-def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
-    """π_old from the sampler equals the trainer's π_θ before any update, at T != 1 and with
-    top-k/top-p: the first update's importance ratio is exactly 1."""
+def sampled_rollouts(temperature: float, top_k=None, top_p=None):
+    """(params, SampleOutput, Rollouts of those samples) for 4 prompts × 2 samples of the tiny
+    model; the Rollouts carry the sampler's truncated-distribution log-probs."""
     params = models.init_params(CONFIG, jax.random.key(2))
     prompts = [[5, 17, 3], list(range(20, 30)), [9], [40, 41, 42, 43]]
     tokens = np.zeros((4, 12), np.int32)
@@ -82,10 +82,19 @@ def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
         tokens[row, 12 - len(ids):] = ids
     lengths = np.array([len(p) for p in prompts], np.int32)
     out = sampling.sample_batch(CONFIG, params, tokens, lengths, jax.random.key(0),
-                                max_new_tokens=6, n=2, temperature=0.6, top_k=50, top_p=0.9)
+                                max_new_tokens=6, n=2, temperature=temperature, top_k=top_k,
+                                top_p=top_p)
     batch = _rollout_batch(np.random.default_rng(0), n=8).replace(
         prompt_tokens=np.repeat(tokens, 2, axis=0), prompt_lengths=np.repeat(lengths, 2),
-        completions=out.tokens, mask=out.mask.astype(np.float32))
+        completions=np.asarray(out.tokens), mask=np.asarray(out.mask, np.float32),
+        sampler_logprobs=np.asarray(out.sampled_logprobs))
+    return params, out, batch
+
+
+def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
+    """π_old from the sampler equals the trainer's π_θ before any update, at T != 1 and with
+    top-k/top-p: the first update's importance ratio is exactly 1."""
+    params, out, batch = sampled_rollouts(0.6, top_k=50, top_p=0.9)
     logprobs, _ = grpo.completion_logprobs(CONFIG, params, batch, 0.6)
     mask = np.asarray(out.mask)
     np.testing.assert_allclose(np.asarray(logprobs)[mask], np.asarray(out.logprobs)[mask],

@@ -14,10 +14,9 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
                                                     TopPLogitsWarper)
 
 from configs import r1_zero
-from r1jax import models, sampling
 from r1jax.losses import grpo as grpo_lib, importance
 from r1jax.train import grpo, run
-from tests.test_grpo_train import CONFIG, _rollout_batch
+from tests.test_grpo_train import CONFIG, sampled_rollouts
 
 TEMPERATURE = 0.8
 
@@ -25,19 +24,7 @@ TEMPERATURE = 0.8
 def _sampled(top_k=None, top_p=None):
     """(params, SampleOutput, the matching Rollouts with π_old from the trainer's forward pass,
     the trainer's float32[N, C, V] logits) for 4 prompts × 2 samples of the tiny model."""
-    params = models.init_params(CONFIG, jax.random.key(2))
-    prompts = [[5, 17, 3], list(range(20, 30)), [9], [40, 41, 42, 43]]
-    tokens = np.zeros((4, 12), np.int32)
-    for row, ids in enumerate(prompts):
-        tokens[row, 12 - len(ids):] = ids
-    lengths = np.array([len(p) for p in prompts], np.int32)
-    out = sampling.sample_batch(CONFIG, params, tokens, lengths, jax.random.key(0),
-                                max_new_tokens=6, n=2, temperature=TEMPERATURE, top_k=top_k,
-                                top_p=top_p)
-    batch = _rollout_batch(np.random.default_rng(0), n=8).replace(
-        prompt_tokens=np.repeat(tokens, 2, axis=0), prompt_lengths=np.repeat(lengths, 2),
-        completions=np.asarray(out.tokens), mask=np.asarray(out.mask, np.float32),
-        sampler_logprobs=np.asarray(out.sampled_logprobs))
+    params, out, batch = sampled_rollouts(TEMPERATURE, top_k, top_p)
     device_batch = jax.tree.map(jnp.asarray, batch.arrays())
     trainer_old, _ = grpo.completion_logprobs(CONFIG, params, device_batch, TEMPERATURE)
     logits, _ = grpo.completion_logits(CONFIG, params, device_batch)

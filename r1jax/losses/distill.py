@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Real
 
 from r1jax.losses.logprobs import tempered
 from r1jax.models.transformer import head_logits
@@ -58,7 +58,7 @@ def chunked_forward_kl(teacher_hidden: Float[Array, "B T Et"], teacher_head: Flo
 
 
 def reverse_kl_loss(student_logprobs: Float[Array, "B T"], teacher_logprobs: Float[Array, "B T"],
-                    mask: Int[Array, "B T"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+                    mask: Real[Array, "B T"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """On-policy distillation loss on tokens y_t ~ π_S (Agarwal et al. 2024; Thinking Machines).
 
     The per-token reverse KL estimate k_t = log π_S(y_t) − log π_T(y_t) is used as a (negative)

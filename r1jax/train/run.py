@@ -341,14 +341,22 @@ def finish(run: Run, state: TrainState, step: int, iterator):
 # ----------------------------------------------------------------------------- compiled functions
 
 
-def jit_update(run: Run, state: TrainState, update: Callable) -> Callable:
+def jit_update(run: Run, state: TrainState, update: Callable, *,
+               frozen_shardings: Any = None) -> Callable:
     """Compiles update(state, batch) -> (state, metrics): the state keeps its shardings and is
     donated (its buffers become the new state's), the batch is split over the batch axes, the
-    metrics come back replicated."""
+    metrics come back replicated.
+
+    With `frozen_shardings` (shardings of arrays the update reads but never changes, such as a
+    distillation teacher's params) it compiles update(state, batch, frozen): they stay on their
+    shards, outside the state, the optimizer and the checkpoints.
+    """
     shardings = state_shardings(state)
     # ndim=1: a spec for the leading axis only, a prefix valid for every array of the batch.
     batch = sharding.batch_sharding(run.mesh, ndim=1)
-    return sharding.sharded_jit(update, run.mesh, run.rules, in_shardings=(shardings, batch),
+    inputs = (shardings, batch) if frozen_shardings is None else (shardings, batch,
+                                                                  frozen_shardings)
+    return sharding.sharded_jit(update, run.mesh, run.rules, in_shardings=inputs,
                                 out_shardings=(shardings, sharding.replicated(run.mesh)),
                                 donate_argnums=0)
 
@@ -357,8 +365,8 @@ def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False,
                 param_shardings: Any = None) -> Callable:
     """Compiles fn(params, batch) -> an array split over the batch axes (or replicated).
 
-    param_shardings: of params other than the policy's (default run.param_shardings), e.g. a
-    whole state's `state_shardings(state).params`."""
+    `param_shardings` places params of another form or model (PPO's whole `state.params`, a
+    teacher's); default: the policy's."""
     batch = sharding.batch_sharding(run.mesh, ndim=1)
     out = sharding.replicated(run.mesh) if replicated_output else batch
     params = run.param_shardings if param_shardings is None else param_shardings
