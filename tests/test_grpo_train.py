@@ -95,7 +95,8 @@ def test_sampler_logprobs_are_the_trainers_at_the_sampling_temperature():
     """π_old from the sampler equals the trainer's π_θ before any update, at T != 1 and with
     top-k/top-p: the first update's importance ratio is exactly 1."""
     params, out, batch = sampled_rollouts(0.6, top_k=50, top_p=0.9)
-    logprobs, _ = grpo.completion_logprobs(CONFIG, params, batch, 0.6)
+    logprobs, _ = grpo.completion_logprobs(CONFIG, params,
+                                           jax.tree.map(jnp.asarray, batch.arrays()), 0.6)
     mask = np.asarray(out.mask)
     np.testing.assert_allclose(np.asarray(logprobs)[mask], np.asarray(out.logprobs)[mask],
                                atol=1e-5, rtol=0)
