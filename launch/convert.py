@@ -50,32 +50,43 @@ def has_tokenizer(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in _TOKENIZER_FILES)
 
 
+def export(input_path: str, output: str, dtype: str = "float32",
+           max_shard_bytes: int = convert.MAX_SHARD_BYTES, peft_output: str | None = None,
+           base_model: str = "") -> str:
+    """Writes `input_path` (GGUF, HF directory or r1jax workdir) as a HF directory at `output`
+    (a LoRA workdir merged; its adapters also in PEFT's layout at `peft_output`); returns a
+    one-line description. launch/pipeline.py exports each training stage's model with it."""
+    if checkpoint_location(input_path) is not None:
+        config, params, tokenizer, _ = load_model(input_path)
+    else:
+        config, params = convert.load_pretrained_numpy(input_path, param_dtype=dtype)
+        tokenizer = load_tokenizer(input_path) if has_tokenizer(input_path) else None
+    if peft_output and config.lora is None:
+        raise UserError(f"--peft_output={peft_output}: --input={input_path} has no LoRA "
+                        "adapters (only a LoRA run's workdir has)")
+    lines = []
+    if peft_output:
+        convert_lora.save_peft_adapter(config, params, peft_output, base_model)
+        lines.append(f"LoRA rank {config.lora.rank} adapters: wrote {peft_output}")
+    if config.lora is not None:
+        convert_lora.save_merged(config, params, output, tokenizer,
+                                 param_dtype=dtype, max_shard_bytes=max_shard_bytes)
+    else:
+        convert.save_pretrained(config.replace(param_dtype=dtype), params, output,
+                                tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
+    tokenizer_note = "included" if tokenizer is not None else "absent"
+    lines.append(f"{convert.HF_ARCHITECTURES[config.architecture]}: {config.num_params / 1e6:.2f}M "
+                 f"parameters ({config.num_layers} layers, d={config.embed_dim}) in {dtype}, "
+                 f"tokenizer {tokenizer_note}; wrote {output}")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     start = time.perf_counter()
-    max_shard_bytes = int(FLAGS.max_shard_gb * 1024**3)
-    if checkpoint_location(FLAGS.input) is not None:
-        config, params, tokenizer, _ = load_model(FLAGS.input)
-    else:
-        config, params = convert.load_pretrained_numpy(FLAGS.input, param_dtype=FLAGS.dtype)
-        tokenizer = load_tokenizer(FLAGS.input) if has_tokenizer(FLAGS.input) else None
-    if FLAGS.peft_output and config.lora is None:
-        raise UserError(f"--peft_output={FLAGS.peft_output}: --input={FLAGS.input} has no LoRA "
-                        "adapters (only a LoRA run's workdir has)")
-    if FLAGS.peft_output:
-        convert_lora.save_peft_adapter(config, params, FLAGS.peft_output, FLAGS.base_model)
-        print(f"LoRA rank {config.lora.rank} adapters: wrote {FLAGS.peft_output}")
-    if config.lora is not None:
-        convert_lora.save_merged(config, params, FLAGS.output, tokenizer,
-                                 param_dtype=FLAGS.dtype, max_shard_bytes=max_shard_bytes)
-    else:
-        convert.save_pretrained(config.replace(param_dtype=FLAGS.dtype), params, FLAGS.output,
-                                tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
-    tokenizer_note = "included" if tokenizer is not None else "absent"
-    print(f"{convert.HF_ARCHITECTURES[config.architecture]}: {config.num_params / 1e6:.2f}M "
-          f"parameters ({config.num_layers} layers, d={config.embed_dim}) in {FLAGS.dtype}, "
-          f"tokenizer {tokenizer_note}; wrote {FLAGS.output} in "
-          f"{time.perf_counter() - start:.1f} s")
+    print(export(FLAGS.input, FLAGS.output, FLAGS.dtype, int(FLAGS.max_shard_gb * 1024**3),
+                 FLAGS.peft_output, FLAGS.base_model)
+          + f" in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -142,28 +142,37 @@ def summary_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv):
-    del argv
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from r1jax import distributed
-    distributed.maybe_initialize()  # Before any other JAX call.
+def run(config, workdir: str, progress: bool = True) -> dict | None:
+    """Runs (or resumes) rejection sampling into workdir; returns the merged stats on process 0
+    (None on the others). launch/pipeline.py calls it for its data stages."""
     import jax
 
+    from r1jax import distributed
     from r1jax.rejection import engine, merge
-    config, workdir = FLAGS.config, FLAGS.workdir
     prompts = validate(config)
     check_workdir(config, workdir, distributed.is_main_process())
     mesh, rules = local_mesh(config)
     runner = build_runner(config, mesh, rules)
     engine.run(config, prompts, runner, workdir, jax.process_index(), jax.process_count(),
-               progress=FLAGS.progress)
+               progress=progress)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("rejection_sampling_done")
-    if distributed.is_main_process():
-        stats = merge.merge(config, workdir, len(prompts))
+    if not distributed.is_main_process():
+        return None
+    return merge.merge(config, workdir, len(prompts))
+
+
+def main(argv):
+    del argv
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from r1jax import distributed
+    distributed.maybe_initialize()  # Before any other JAX call.
+    from r1jax.rejection import merge
+    stats = run(FLAGS.config, FLAGS.workdir, FLAGS.progress)
+    if stats is not None:
         print(summary_table(stats))
-        print(f"wrote {os.path.join(workdir, merge.ACCEPTED)} ({stats['mix']['total']} rows) and stats.json")
+        print(f"wrote {os.path.join(FLAGS.workdir, merge.ACCEPTED)} ({stats['mix']['total']} rows) and stats.json")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ class ShardRunner:
         scores.update(filter_scores)
         messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
             {"role": "user", "content": prompt.user}, {"role": "assistant", "content": sample.text}]
-        provenance = {"source": prompt.source, "prompt_id": prompt.id, "sample_index": j,
+        provenance = {"source": prompt.source, "prompt_id": prompt.id, "question": prompt.question,
+                      "sample_index": j,
                       "model": self.policy.name, "checkpoint_step": self.policy.step,
                       "seed": self.config.sampling.seed, "num_tokens": sample.num_tokens,
                       "finish_reason": sample.finish_reason, "reference": prompt.reference,
