@@ -28,6 +28,7 @@ setuptools.setup(
         "tensorboardX",
         "tqdm",
         "numpy",
+        "matplotlib",  # launch/pipeline.py's report plots
         "jaxtyping",  # shape annotations; checked at run time under pytest (beartype)
     ],
     extras_require={

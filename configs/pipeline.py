@@ -144,11 +144,18 @@ def _eval(config, data, *, max_problems: int, k: int, max_new_tokens: int):
                                     test_fraction=0.05, template="chat")
 
 
-def _accept_all(source: ml_collections.ConfigDict):
-    """A random model answers nothing right: every reply passes (tests of the wiring only)."""
-    source.rules = {"math_accuracy": 0.0}
-    source.skip_filters = ("language", "format", "repetition", "long_paragraph",
-                           "code_in_reasoning", "overlong")
+def _tiny_sampling(general: bool) -> ml_collections.ConfigDict:
+    """configs/rejection_sampling.py:tiny with every addition reply passing (a random model
+    answers nothing right: tests of the wiring only) and no judge; with the general source
+    only when `general`."""
+    config = rejection_sampling.get_config("tiny")
+    if not general:
+        del config.sources["helpful"]
+    config.sources.addition.update(
+        rules={"math_accuracy": 0.0}, judge=False,
+        skip_filters=("language", "format", "repetition", "long_paragraph", "code_in_reasoning",
+                      "overlong"))
+    return config
 
 
 def _tiny(config: ml_collections.ConfigDict):
@@ -157,16 +164,11 @@ def _tiny(config: ml_collections.ConfigDict):
     s = config.stages
     s.r1_zero = r1_zero.get_config("tiny")
     s.r1_zero.train.update(num_steps=2, eval_every=2, checkpoint_every=1)
-    s.cold_start_data = rejection_sampling.get_config("tiny")
-    del s.cold_start_data.sources["helpful"]
-    _accept_all(s.cold_start_data.sources.addition)
-    s.cold_start_data.sources.addition.judge = False
+    s.cold_start_data = _tiny_sampling(general=False)
     s.cold_start_sft = rejection_sft.get_config("tiny")
     s.reasoning_rl = r1_zero.get_config("tiny")
     s.reasoning_rl.train.update(num_steps=2, eval_every=2, checkpoint_every=1)
-    s.rejection_sampling = rejection_sampling.get_config("tiny")
-    _accept_all(s.rejection_sampling.sources.addition)
-    s.rejection_sampling.sources.addition.judge = False
+    s.rejection_sampling = _tiny_sampling(general=True)
     s.rejection_sft = rejection_sft.get_config("tiny")
     s.reward_helpful = reward_model.get_config("tiny")
     s.reward_harmless = reward_model.get_config("tiny")
@@ -174,10 +176,7 @@ def _tiny(config: ml_collections.ConfigDict):
         rm.train.update(num_steps=2, eval_every=2, checkpoint_every=1)
     s.all_scenario_rl = all_scenario_rl.get_config("tiny")
     s.all_scenario_rl.train.update(num_steps=2, eval_every=2, checkpoint_every=1)
-    s.distill_data = rejection_sampling.get_config("tiny")
-    del s.distill_data.sources["helpful"]
-    _accept_all(s.distill_data.sources.addition)
-    s.distill_data.sources.addition.judge = False
+    s.distill_data = _tiny_sampling(general=False)
     s.distill = rejection_sft.get_config("tiny")
     for name in ("cold_start_sft", "rejection_sft", "distill"):
         s[name].train.update(num_steps=2, eval_every=0, checkpoint_every=1)
