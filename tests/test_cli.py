@@ -52,6 +52,9 @@ BAD_INPUTS = {
     "rejection_sample": (["--config=configs/rejection_sampling.py:tiny", "--workdir={tmp}/w",
                           "--config.sources.addition.kind=poetry"],
                          "error: sources.addition.kind='poetry': expected one of"),
+    "pipeline": (["--config=configs/pipeline.py:tiny", "--workdir={tmp}/w",
+                  "--config.given.reward_helpful={tmp}/missing"],
+                 "error: config.given.reward_helpful='{tmp}/missing' does not exist"),
     "tpu": (["--config=configs/r1_zero.py", "--workdir={tmp}/w"],
             "error: --mode=tpu needs --tpu_name."),
 }
