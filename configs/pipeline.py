@@ -19,6 +19,8 @@ Variants:
   qwen2_5_7b
             pod-sized (TPU v5p-64): a Qwen2.5-7B base through every stage, sizes from the R1
             paper where it gives them (marked "paper"), scaled down elsewhere ("scaled").
+  deepseek_v3_16b
+            the same on a DeepSeek-V3-shaped MoE base (~16B, expert parallelism, GSPO).
 """
 import ml_collections
 
@@ -214,7 +216,29 @@ def _qwen2_5_7b(config: ml_collections.ConfigDict):
     config.eval.general_prompts = 256
 
 
-VARIANTS = {"cpu": _cpu, "tiny": _tiny, "qwen2_5_7b": _qwen2_5_7b}
+def _deepseek_v3_16b(config: ml_collections.ConfigDict):
+    """The qwen2_5_7b pipeline on a DeepSeek-V3-shaped MoE base (MLA + DeepSeekMoE, ~16B total,
+    ~3B active, e.g. Moonlight-16B-A3B; the 671B model needs far more than a v5p-64): routed
+    experts split over the `expert` axis with all_to_all dispatch, aux-loss-free balancing kept
+    on during training (V3's rate), and GSPO's sequence-level ratio in every RL stage, the
+    stable choice for RL on MoE models (GSPO paper). Sizes as qwen2_5_7b (scaled)."""
+    _qwen2_5_7b(config)
+    config.base.path = "/path/to/deepseek_v3_shaped_16b"
+    for name, stage in config.stages.items():
+        stage.model.moe_dispatch = "all_to_all"
+        kind = plan.STAGES[name].kind
+        # Rejection sampling meshes each host's own 4 chips; training meshes all 32.
+        stage.mesh.shape = ({"data": 1, "fsdp": 1, "expert": 4, "tensor": 1}
+                            if kind in plan.DATA_KINDS else
+                            {"data": 1, "fsdp": 4, "expert": 8, "tensor": 1})
+        if kind in (*plan.MODEL_KINDS, "reward_model", "distill"):
+            stage.optimizer.router_bias_rate = 0.001
+        if stage.stage == "grpo":
+            stage.rl.update(importance_level="sequence", eps_low=3e-4, eps_high=4e-4)
+
+
+VARIANTS = {"cpu": _cpu, "tiny": _tiny, "qwen2_5_7b": _qwen2_5_7b,
+            "deepseek_v3_16b": _deepseek_v3_16b}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
