@@ -64,7 +64,8 @@ def _to_r1_template(config: ml_collections.ConfigDict, max_new_tokens: int):
     config.rewards_params = ml_collections.ConfigDict({"math_accuracy": STRICT_MATH})
     config.eval.update(template=R1_TEMPLATE, reward_params=STRICT_MATH,
                        max_new_tokens=max_new_tokens)
-    config.rl.max_new_tokens = max_new_tokens
+    # R1's system prompt alone is ~90 tokens.
+    config.rl.update(max_new_tokens=max_new_tokens, max_prompt_len=160)
 
 
 def _r1_addition_source(quota: int, max_new_tokens: int) -> ml_collections.ConfigDict:
@@ -117,7 +118,7 @@ def _cpu(config: ml_collections.ConfigDict):
     s.all_scenario_rl.data.template = R1_TEMPLATE
     s.all_scenario_rl.eval.update(template=R1_TEMPLATE, reward_params=STRICT_MATH,
                                   max_new_tokens=48, max_problems=50)
-    s.all_scenario_rl.rl.update(num_generations=4, max_new_tokens=48)
+    s.all_scenario_rl.rl.update(num_generations=4, max_new_tokens=48, max_prompt_len=160)
     s.all_scenario_rl.train.update(num_steps=6, eval_every=3, checkpoint_every=3)
     # Distillation data: the final model's verified addition replies.
     s.distill_data = rejection_sampling.base()

@@ -109,6 +109,18 @@ class CharTokenizer:
         return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
 
 
+def test_prompt_iterator_names_the_key_when_every_prompt_is_too_long(tmp_path):
+    from configs import common
+    from r1jax.data.prompts import PromptIterator
+    section = common.data_config()
+    section.update(kind="arithmetic", name="addition_tiny", data_dir=str(tmp_path),
+                   template="plain", generate=dict(operations="+", digits=1, num_train=8,
+                                                   num_test=2, seed=0))
+    with pytest.raises(ValueError, match=r"every one of the 8 prompts .* is longer than "
+                                         r"rl.max_prompt_len=3 tokens"):
+        PromptIterator(section, CharTokenizer(), global_batch_size=2, max_prompt_len=3, seed=0)
+
+
 def test_tokenize_prompts_drops_and_counts_long_prompts():
     records = [{"id": "a", "question": "x" * 5}, {"id": "b", "prompt": "y" * 50}, {"id": "c", "question": "z"}]
     kept, ids, stats = pipeline.tokenize_prompts(records, CharTokenizer(), "plain", max_prompt_len=10)

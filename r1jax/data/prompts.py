@@ -27,6 +27,11 @@ class PromptIterator:
         self.records, self.token_ids, self.stats = pipeline.tokenize_prompts(
             records, tokenizer, data_section.template, max_prompt_len,
             system=data_section.system or None)
+        if not self.token_ids:
+            raise ValueError(
+                f"every one of the {len(records)} prompts of data set {data_section.name!r} "
+                f"(template {data_section.template!r}) is longer than rl.max_prompt_len="
+                f"{max_prompt_len} tokens: raise rl.max_prompt_len")
         # One static prompt width for every batch (one compilation), no wider than the data needs.
         longest = max(len(ids) for ids in self.token_ids)
         self.width = min(max_prompt_len, -(-longest // 8) * 8)
