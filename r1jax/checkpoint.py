@@ -21,7 +21,7 @@ import os
 import threading
 import weakref
 import zlib
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import numpy as np
