@@ -16,12 +16,16 @@ benchmarks/results/lora_memory_<backend>.json.
 """
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
+
+# configs/ is a directory of the repository, not an installed package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import r1_zero
 from r1jax import models
