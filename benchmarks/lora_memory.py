@@ -66,7 +66,7 @@ def abstract_rollouts(rows: int, prompt: int, completion: int) -> Rollouts:
     return Rollouts(
         prompt_tokens=spec((rows, prompt), i32), prompt_lengths=spec((rows,), i32),
         completions=spec((rows, completion), i32), mask=spec((rows, completion), f32),
-        logprobs=spec((rows, completion), f32),
+        logprobs=spec((rows, completion), f32), sampler_logprobs=spec((rows, completion), f32),
         ref_logprobs=spec((rows, completion), f32) if _BETA.value > 0 else None,
         advantages=spec((rows,), f32), rewards=spec((rows,), f32),
         reward_failed=spec((rows,), bool), reward_components={}, lengths=spec((rows,), i32),
