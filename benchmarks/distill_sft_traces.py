@@ -22,6 +22,7 @@ from absl import app, flags
 
 # configs/ is a directory of the repository, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import distill as distill_configs
 from configs import r1_zero
 from r1jax import data
 from r1jax.data import pipeline
@@ -48,7 +49,7 @@ def settings(config: ml_collections.ConfigDict, limit) -> ml_collections.ConfigD
 
 def main(_):
     config = r1_zero.get_config("")
-    section = distill.teacher_config()
+    section = distill_configs.teacher_config()
     section.update(path=_MODEL.value, tokenizer=_TOKENIZER.value)
     model_config, params, tokenizer = distill.load_teacher(section)
     os.makedirs(_OUTPUT.value, exist_ok=True)
