@@ -16,12 +16,16 @@ benchmarks/results/lora_memory_<backend>.json.
 """
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from host import cpu_name, write_result  # benchmarks/host.py, beside this script.
+
+# configs/ is a directory of the repository, not an installed package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import r1_zero
 from r1jax import models
@@ -62,7 +66,7 @@ def abstract_rollouts(rows: int, prompt: int, completion: int) -> Rollouts:
     return Rollouts(
         prompt_tokens=spec((rows, prompt), i32), prompt_lengths=spec((rows,), i32),
         completions=spec((rows, completion), i32), mask=spec((rows, completion), f32),
-        logprobs=spec((rows, completion), f32),
+        logprobs=spec((rows, completion), f32), sampler_logprobs=spec((rows, completion), f32),
         ref_logprobs=spec((rows, completion), f32) if _BETA.value > 0 else None,
         advantages=spec((rows,), f32), rewards=spec((rows,), f32),
         reward_failed=spec((rows,), bool), reward_components={}, lengths=spec((rows,), i32),
