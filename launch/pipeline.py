@@ -49,10 +49,9 @@ def _sync(name: str) -> None:
 
 
 def _write_json(path: str, value) -> None:
+    from r1jax.rejection.engine import write_atomically
     if _is_main():
-        with open(path + ".tmp", "w") as f:
-            json.dump(value, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_atomically(path, json.dumps(value, indent=1))
 
 
 def export_model(source: str, target: str) -> str:

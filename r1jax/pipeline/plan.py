@@ -186,11 +186,10 @@ def validate(config, workdir: str) -> None:
 
 def mark_done(workdir: str, name: str, record: dict) -> None:
     """Writes DIR/<nn>_<name>/DONE.json (atomically): the stage finished."""
+    from r1jax.rejection.engine import write_atomically
     path = os.path.join(stage_dir(workdir, name), DONE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 def done_record(workdir: str, name: str) -> dict | None:
