@@ -33,7 +33,7 @@ setuptools.setup(
     ],
     extras_require={
         "test": [
-            "pytest",
+            "pytest>=7.3",
             "pytest-xdist",
             "beartype",
             "accelerate",

@@ -62,6 +62,8 @@ def model_config() -> ml_collections.ConfigDict:
         param_dtype="float32",  # master weights
         moe_dispatch="",     # MoE models: dropless | capacity | all_to_all; empty: the model's
         moe_capacity_factor=0.0,  # >0 overrides a MoE model's capacity_factor
+        remat="none",        # what the layer scan keeps for backward: none | dots | full
+        attention_impl="xla",  # xla (any backend) | cudnn (GPU) | splash (TPU)
         lora=lora_config(),
     ))
 

@@ -47,6 +47,9 @@ def _sections(variant: str) -> ml_collections.ConfigDict:
     config.skip = ml_collections.ConfigDict({name: False for name in plan.ORDER})
     config.given = ml_collections.ConfigDict({name: "" for name in plan.ORDER})
     config.students = ml_collections.ConfigDict({"base": ""})
+    # False: once a stage is done, the training checkpoints no later stage reads are deleted
+    # (launch/pipeline.py prune_finished); True keeps every stage resumable past its end.
+    config.keep_stage_checkpoints = False
     config.cold_start = ml_collections.ConfigDict(dict(system=templates.R1_SYSTEM_PROMPT))
     config.eval = ml_collections.ConfigDict()
     config.eval.math = eval_configs.get_config("greedy")
@@ -92,7 +95,7 @@ def _cpu(config: ml_collections.ConfigDict):
     s.cold_start_sft.train.update(num_steps=20, eval_every=0, checkpoint_every=10)
     s.reasoning_rl = r1_zero.get_config("cpu")
     _to_r1_template(s.reasoning_rl, max_new_tokens=48)
-    s.reasoning_rl.train.update(num_steps=15, eval_every=5, checkpoint_every=5)
+    s.reasoning_rl.train.update(num_steps=10, eval_every=5, checkpoint_every=5)
     s.reasoning_rl.eval.max_problems = 100
     # Stage 3: reasoning rows from the RL model and reused helpfulness answers, 3 : 1.
     s.rejection_sampling = rejection_sampling.base()

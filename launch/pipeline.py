@@ -187,6 +187,22 @@ def run_stage(config, workdir: str, name: str) -> dict:
     return out
 
 
+def prune_finished(config, workdir: str, name: str) -> None:
+    """Deletes a finished stage's training checkpoints that no later stage reads: a policy's (its
+    exported model/ is what the stages after it load), all but a reward model's newest (the
+    rewards load it from there). The CPU default keeps ~8 GB instead of ~28 GB."""
+    from r1jax import checkpoint
+    from r1jax.pipeline import plan
+    kind = plan.STAGES[name].kind
+    if kind in plan.MODEL_KINDS:
+        checkpoint.prune(plan.train_dir(workdir, name), keep=0)
+    elif kind == "reward_model":
+        checkpoint.prune(plan.train_dir(workdir, name), keep=1)
+    elif kind == "distill":
+        for student in config.students:
+            checkpoint.prune(os.path.join(plan.student_dir(workdir, student), "train"), keep=0)
+
+
 def make_base(config, workdir: str) -> None:
     """Writes 00_base/model when the base is a preset (a random model, for tests), so every stage
     that starts from the base starts from the same weights."""
@@ -361,6 +377,8 @@ def run(config, workdir: str) -> str:
             plan.mark_done(workdir, name, {"seconds": time.perf_counter() - start,
                                            "output": plan.output_path(workdir, name),
                                            "stats": stats})
+        if not config.keep_stage_checkpoints:
+            prune_finished(config, workdir, name)
         _sync(f"done {name}")
         path = update_report(config, workdir)
         log.info("Stage %s finished in %.0f s; report: %s", label, time.perf_counter() - start,

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import threading
 import weakref
 import zlib
@@ -320,6 +321,22 @@ class Checkpointer:
             self.wait()
         finally:
             self._manager.close()
+
+
+def prune(workdir: str, keep: int) -> list[int]:
+    """Deletes all but the newest `keep` complete steps under WORKDIR/checkpoints (process 0;
+    directories moved aside as corrupt are kept); returns the deleted steps. For a finished run
+    whose output lives elsewhere (the pipeline's exported models): a 135M model's step with its
+    optimizer state is ~1.6 GB, and a run keeps several."""
+    directory = _directory(workdir)
+    if not os.path.isdir(directory):
+        return []
+    steps = sorted((int(name) for name in os.listdir(directory) if name.isdigit()), reverse=True)
+    deleted = steps[keep:]
+    if jax.process_index() == 0:
+        for step in deleted:
+            shutil.rmtree(os.path.join(directory, str(step)))
+    return deleted
 
 
 def _lora_base(config: ModelConfig, source: dict, shardings) -> dict:

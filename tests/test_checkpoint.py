@@ -77,6 +77,23 @@ def test_the_newest_checkpoint_restores_exactly(tmp_path, caplog):
     saver.close()
 
 
+def test_prune_keeps_the_newest_steps_and_what_was_moved_aside_and_they_restore(tmp_path, caplog):
+    save_steps(tmp_path, steps=(1, 2, 3, 4)).close()
+    flip_bytes(params_data_file(tmp_path, 4))
+    saver = checkpoint.Checkpointer(str(tmp_path), every=1, keep=10)
+    restore_latest_logged(saver, caplog)  # moves step 4 aside
+    saver.close()
+    assert checkpoint.prune(str(tmp_path), keep=1) == [2, 1]
+    assert sorted(os.listdir(os.path.join(tmp_path, "checkpoints"))) == ["3", "corrupt-4"]
+    saver = checkpoint.Checkpointer(str(tmp_path), every=1, keep=10)
+    (step, items, _), messages = restore_latest_logged(saver, caplog)
+    assert (step, messages) == (3, [])
+    assert_same(items, items_at(3))
+    saver.close()
+    assert checkpoint.prune(str(tmp_path), keep=0) == [3]
+    assert checkpoint.prune(str(tmp_path / "elsewhere"), keep=0) == []
+
+
 def test_no_checkpoints_gives_none(tmp_path):
     saver = checkpoint.Checkpointer(str(tmp_path), every=1, keep=2)
     assert saver.restore_latest(abstract(items_at(0))) is None

@@ -92,3 +92,14 @@ def test_remat_policies_give_the_same_gradients():
 def test_unknown_remat_policy_is_refused():
     with pytest.raises(ValueError, match="model.remat='some'.*none, dots, full"):
         models.preset("tiny_llama", remat="some")
+
+
+def test_the_config_keys_reach_the_model():
+    from configs import r1_zero
+    config = r1_zero.get_config("tiny")
+    config.model.update(remat="full", attention_impl="xla")
+    model_config, _, _ = models.load_policy(config.model)
+    assert (model_config.remat, model_config.attention_impl) == ("full", "xla")
+    config.model.remat = "some"
+    with pytest.raises(ValueError, match="model.remat='some'"):
+        models.load_policy(config.model)

@@ -185,6 +185,10 @@ def test_tiny_pipeline_runs_every_stage_and_reports(uninterrupted):
             (uninterrupted / "02_cold_start_data" / "cold_start.jsonl").read_text().splitlines()]
     assert cold and all(r["messages"][-1]["content"].startswith("<think>\n") for r in cold)
     assert (uninterrupted / "report.md").read_text().startswith("# R1 pipeline report")
+    # Finished stages keep only the checkpoints a later stage reads: a reward model's newest.
+    steps = {str(path.relative_to(uninterrupted)) for path in uninterrupted.glob("**/checkpoints/*")
+             if path.name.isdigit()}
+    assert steps == {"07_reward_helpful/train/checkpoints/2", "08_reward_harmless/train/checkpoints/2"}
 
 
 @needs_data

@@ -18,7 +18,8 @@ def load_policy(model_section) -> tuple[ModelConfig, object, object]:
     params stay the base model's (the trainers create the adapters beside them).
     """
     overrides = {"dtype": model_section.dtype, "param_dtype": model_section.param_dtype,
-                 "lora": lora_from_section(model_section.lora)}
+                 "lora": lora_from_section(model_section.lora), "remat": model_section.remat,
+                 "attention_impl": model_section.attention_impl}
     if model_section.path:
         config, params = load_pretrained_numpy(model_section.path)
         config = config.replace(**overrides)
