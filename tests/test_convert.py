@@ -202,6 +202,26 @@ def test_directory_without_safetensors(llama_dir):
         load_pretrained_numpy(llama_dir[0])
 
 
+def test_a_damaged_safetensors_file_is_named(tmp_path):
+    config, params = _tiny("tiny_llama")
+    save_pretrained(config, params, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(OSError, match=f"cannot read safetensors file {weights}: "):
+        load_pretrained_numpy(tmp_path)
+
+
+def test_a_failed_write_is_named(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("No space left on device (os error 28)")
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    config, params = _tiny("tiny_llama")
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'model.safetensors'}: No space"):
+        save_pretrained(config, params, tmp_path)
+
+
 def test_file_that_is_not_gguf(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
     with pytest.raises(ValueError, match="weights.bin"):

@@ -13,9 +13,8 @@ import json
 import os
 
 import numpy as np
-from safetensors.numpy import save_file
 
-from r1jax.models import convert, lora
+from r1jax.models import convert, hf_files, lora
 from r1jax.models.config import ModelConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -76,6 +75,6 @@ def save_peft_adapter(config: ModelConfig, params: dict, path: str, base_model: 
     if config.lora is None:
         raise ValueError("save_peft_adapter: the model has no LoRA adapters (model.lora.rank 0).")
     os.makedirs(path, exist_ok=True)
-    save_file(peft_tensors(config, params), os.path.join(path, ADAPTER_WEIGHTS))
+    hf_files.save_tensors(peft_tensors(config, params), os.path.join(path, ADAPTER_WEIGHTS))
     with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
         json.dump(peft_config(config, base_model), f, indent=2)

@@ -5,6 +5,7 @@ Shared by convert.py (dense families) and convert_moe.py (DeepSeek-V3, Qwen3-MoE
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -57,6 +58,28 @@ def dequantize_blocks(weight: np.ndarray, scale_inv: np.ndarray,
     return weight.astype(np.float32) * scales[:weight.shape[0], :weight.shape[1]]
 
 
+@contextlib.contextmanager
+def _named_file_errors(file: str, action: str):
+    """safetensors' errors (a damaged header, a full disk) name neither the file nor the action:
+    re-raised as OSError, an expected failure (one error line in the binaries), naming both."""
+    try:
+        yield
+    except safetensors.SafetensorError as e:
+        raise OSError(f"{action} {file}: {e}") from e
+
+
+def _safe_open(file: str):
+    with _named_file_errors(file, "cannot read safetensors file"):
+        return safetensors.safe_open(file, framework="np")
+
+
+def save_tensors(tensors: dict[str, np.ndarray], file: str) -> None:
+    """Writes a safetensors file that transformers and PEFT read (they refuse one whose metadata
+    does not name a framework); a failed write (a full disk) names the file."""
+    with _named_file_errors(file, "cannot write"):
+        safetensors.numpy.save_file(tensors, file, metadata={"format": "pt"})
+
+
 def _read_raw(file: str, name: str, dtype) -> np.ndarray:
     """A tensor straight from a safetensors file's header and bytes, as `dtype`."""
     with open(file, "rb") as f:
@@ -81,7 +104,7 @@ class SafetensorsSource:
                 weight_map = json.load(f)["weight_map"]
             self._files = {name: os.path.join(directory, file) for name, file in weight_map.items()}
         elif os.path.exists(single):
-            with safetensors.safe_open(single, framework="np") as f:
+            with _safe_open(single) as f:
                 self._files = {name: single for name in f.keys()}
         else:
             raise FileNotFoundError(
@@ -93,7 +116,7 @@ class SafetensorsSource:
 
     def _tensor(self, name: str) -> np.ndarray:
         file = self._files[name]
-        with safetensors.safe_open(file, framework="np") as f:
+        with _safe_open(file) as f:
             dtype = f.get_slice(name).get_dtype()
             if dtype not in _FLOAT8:
                 return f.get_tensor(name)
@@ -143,9 +166,7 @@ def write_hf_directory(path: str, config_json: dict, sizes: list[tuple[str, int]
     files = [SINGLE_FILE] if len(shards) == 1 else [
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for file, shard in zip(files, shards):
-        # transformers refuses safetensors files whose metadata does not name a framework.
-        safetensors.numpy.save_file({name: tensor(name) for name in shard},
-                                    os.path.join(path, file), metadata={"format": "pt"})
+        save_tensors({name: tensor(name) for name in shard}, os.path.join(path, file))
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(nbytes for _, nbytes in sizes)},
                  "weight_map": {name: file for file, shard in zip(files, shards) for name in shard}}

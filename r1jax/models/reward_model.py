@@ -92,16 +92,16 @@ def save_pretrained(config: ModelConfig, params: dict, path: str, tokenizer=None
     with open(os.path.join(path, hf_files.CONFIG_FILE), "w") as f:
         json.dump(hf, f, indent=2)
 
-    import safetensors.numpy  # Only an export needs it.
+    import safetensors.numpy  # Only an export needs it (to read back the backbone it wrote).
     score = {"score.weight": np.asarray(params["head"]["kernel"]).astype(config.param_dtype).T}
     index_path = os.path.join(path, hf_files.INDEX_FILE)
     if not os.path.exists(index_path):  # one file (under 2 GiB): transformers reads only it
         single = os.path.join(path, hf_files.SINGLE_FILE)
         tensors = {**safetensors.numpy.load_file(single), **score}
         tensors.pop("lm_head.weight", None)  # a classifier has no vocabulary projection
-        safetensors.numpy.save_file(tensors, single, metadata={"format": "pt"})
+        hf_files.save_tensors(tensors, single)
         return
-    safetensors.numpy.save_file(score, os.path.join(path, SCORE_FILE), metadata={"format": "pt"})
+    hf_files.save_tensors(score, os.path.join(path, SCORE_FILE))
     with open(index_path) as f:
         index = json.load(f)
     index["weight_map"]["score.weight"] = SCORE_FILE
