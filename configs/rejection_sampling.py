@@ -8,6 +8,9 @@ Variants:
             questions held out) and GSM8K training prompts, checked by math_accuracy (GSM8K
             also by the generative judge, the policy itself, to measure their agreement), plus
             AlpacaEval instructions with their chosen answers reused as the general source.
+  judge_agreement
+            the default's GSM8K source alone, 75 prompts × 4 samples: how often the judge agrees
+            with math-verify (300 samples).
   tiny      a random 2-layer model; seconds; for tests.
   qwen2_5_7b
             a Qwen2.5-7B-shaped RL checkpoint, 16 samples per prompt, on a TPU v5p-64 slice (8
@@ -75,6 +78,17 @@ def cpu() -> ml_collections.ConfigDict:
     return config
 
 
+def judge_agreement() -> ml_collections.ConfigDict:
+    """The CPU default's GSM8K source alone, 75 training prompts × 4 samples: the generative
+    judge's agreement with math-verify on 300 samples (stats.json: sources.gsm8k.judge)."""
+    config = cpu()
+    for name in ("addition", "helpful"):
+        del config.sources[name]
+    config.sources.gsm8k.quota = 75
+    config.select.update(ratio=0.0)
+    return config
+
+
 def tiny() -> ml_collections.ConfigDict:
     config = base()
     config.model.update(preset="tiny_llama", tokenizer=common.smollm2_path(), vocab_size=49152,
@@ -113,7 +127,7 @@ def qwen2_5_7b() -> ml_collections.ConfigDict:
     return config
 
 
-VARIANTS = {"cpu": cpu, "tiny": tiny, "qwen2_5_7b": qwen2_5_7b}
+VARIANTS = {"cpu": cpu, "judge_agreement": judge_agreement, "tiny": tiny, "qwen2_5_7b": qwen2_5_7b}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -263,8 +263,7 @@ def evaluate_all(config, workdir: str) -> list[dict]:
         if os.path.exists(cache_path):
             with open(cache_path) as f:
                 cache = json.load(f)
-        missing_rm = [r for r in rms if f"rm/{r}" not in cache]
-        if "math" not in cache or (rms and "general_responses" not in cache) or missing_rm:
+        if missing_groups(cache, rms):
             if not held_out:
                 held_out["problems"] = splits.open_split(config.eval.data, "test",
                                                          config.eval.math.max_problems)
@@ -282,6 +281,13 @@ def evaluate_all(config, workdir: str) -> list[dict]:
     return models_out
 
 
+def missing_groups(cache: dict, rms: dict) -> set[str]:
+    """The metric groups a model's eval.json lacks: "math", "general_responses" (when there are
+    reward models to score them) and "rm/<reward>" per reward model."""
+    wanted = {"math", *(("general_responses", *(f"rm/{r}" for r in rms)) if rms else ())}
+    return wanted - set(cache)
+
+
 def _evaluate_model(config, path: str, cache: dict, held_out: dict, rms: dict) -> dict:
     """`cache` with the missing metric groups of the model at `path` added."""
     import jax
@@ -289,22 +295,22 @@ def _evaluate_model(config, path: str, cache: dict, held_out: dict, rms: dict) -
     from launch import evaluate
     from r1jax import sharding
     from r1jax.pipeline import evaluation
-    cache = dict(cache)
-    if "math" not in cache or (rms and "general_responses" not in cache):
+    cache, missing = dict(cache), missing_groups(cache, rms)
+    if missing & {"math", "general_responses"}:
         model_config, params, tokenizer, _ = evaluate.load_model(path)
         mesh = sharding.make_mesh({"fsdp": jax.device_count()}, jax.devices())
         rules = sharding.DEFAULT_RULES
         params = sharding.shard_params(model_config, params, mesh, rules)
-        if "math" not in cache:
+        if "math" in missing:
             cache["math"] = evaluation.math_metrics(model_config, params, tokenizer,
                                                     held_out["problems"], config.eval.math,
                                                     mesh, rules)
-        if rms and "general_responses" not in cache:
+        if "general_responses" in missing:
             cache["general_responses"] = evaluation.general_responses(
                 model_config, params, tokenizer, held_out["general"], config.eval.general,
                 mesh, rules)
     for reward, (rm_path, apply_to) in rms.items():
-        if f"rm/{reward}" not in cache:
+        if f"rm/{reward}" in missing:
             cache[f"rm/{reward}"] = evaluation.reward_model_score(
                 rm_path, apply_to, held_out["general"], cache["general_responses"])
     return cache

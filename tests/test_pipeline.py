@@ -5,10 +5,8 @@ final models, and a failing stage stopping the job with its name, earlier output
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from configs import common
 from configs import pipeline as pipeline_configs
 from r1jax import rewards
 from r1jax.pipeline import cold_start, plan, report
-from tests.test_two_process_train import environment
+from tests.test_two_process_train import environment, sigkill_when
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900
@@ -114,6 +112,17 @@ def test_cold_start_rewrite_is_readable_and_scores_full_marks():
 
 # --- report ---------------------------------------------------------------------------------
 
+def test_only_the_missing_metric_groups_are_computed():
+    from launch.pipeline import missing_groups
+    rms = {"helpfulness": ("rm", "final_answer"), "harmlessness": ("rm", "response")}
+    assert missing_groups({}, {}) == {"math"}
+    assert missing_groups({"math": {}}, {}) == set()
+    assert missing_groups({"math": {}}, rms) == {"general_responses", "rm/helpfulness",
+                                                 "rm/harmlessness"}
+    assert missing_groups({"math": {}, "general_responses": [], "rm/helpfulness": 0.1},
+                          rms) == {"rm/harmlessness"}
+
+
 def test_report_tables_and_plots(tmp_path):
     models = [{"label": "base", "metrics": {"pass@1": 0.225, "format": 0.0, "rm/helpfulness": -0.5}},
               {"label": "r1_zero", "metrics": {"pass@1": 0.7, "format": float("nan")}}]
@@ -193,18 +202,9 @@ def test_tiny_pipeline_runs_every_stage_and_reports(uninterrupted):
 
 @needs_data
 def test_sigkill_in_a_stage_then_rerun_ends_like_the_uninterrupted_run(uninterrupted, tmp_path):
-    proc = subprocess.Popen(_command(tmp_path), cwd=REPO, env=environment(devices=1),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = tmp_path / "04_reasoning_rl" / "train" / "checkpoints" / "1"
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not first_checkpoint.is_dir():
-            assert proc.poll() is None and time.monotonic() < deadline, "stage 4 never checkpointed"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    sigkill_when(_command(tmp_path), environment(devices=1), first_checkpoint.is_dir,
+                 "checkpointed stage 4", timeout=TIMEOUT_S)
     assert plan.done_record(str(tmp_path), "reasoning_rl") is None  # killed inside stage 4
     assert plan.done_record(str(tmp_path), "cold_start_sft") is not None
     result = _run(tmp_path)

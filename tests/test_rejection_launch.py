@@ -2,16 +2,14 @@
 give exactly an uninterrupted run's files; two processes give exactly one process's files."""
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from configs import common
 from r1jax.rejection import merge
-from tests.test_two_process_train import environment, free_port, run_all
+from tests.test_two_process_train import environment, free_port, run_all, sigkill_when
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240
@@ -44,17 +42,8 @@ def uninterrupted(tmp_path_factory):
 
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_output(uninterrupted, tmp_path):
-    proc = subprocess.Popen(command(tmp_path), cwd=REPO, env=environment(devices=1),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not list((tmp_path / "shards").glob("*.stats.json")) if (tmp_path / "shards").is_dir() else True:
-            assert proc.poll() is None and time.monotonic() < deadline, "no shard finished"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    sigkill_when(command(tmp_path), environment(devices=1),
+                 lambda: any((tmp_path / "shards").glob("*.stats.json")), "finished a shard")
     done = len(list((tmp_path / "shards").glob("*.stats.json")))
     assert 1 <= done < SHARDS and not (tmp_path / merge.ACCEPTED).exists()
     run_all([(command(tmp_path), environment(devices=1))])

@@ -3,10 +3,8 @@ the same result as an uninterrupted run, fitting a small data set, and errors na
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -18,6 +16,7 @@ from launch import evaluate as evaluate_launcher
 from r1jax import checkpoint
 from r1jax.train import sft
 from tests.test_checkpoint import flip_bytes, params_data_file, truncate
+from tests.test_two_process_train import sigkill_when
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,16 +42,11 @@ def _without_timings(rows):
 def kill_after_first_checkpoint_and_restart(config, straight, killed, env, *extra):
     """Runs `config` (with `extra` flags) in `killed`, SIGKILLs it once it has written the first
     checkpoint that the finished run in `straight` wrote, and runs it again to the end."""
-    process = subprocess.Popen(_command(config, killed, *extra), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = sorted(int(s) for s in os.listdir(straight / "checkpoints")
                               if s.isdigit())[0]
-    deadline = time.time() + 600
-    while checkpoint.latest_step(str(killed)) != first_checkpoint:
-        assert process.poll() is None and time.time() < deadline, "run ended before its checkpoint"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_when(_command(config, killed, *extra), env,
+                 lambda: checkpoint.latest_step(str(killed)) == first_checkpoint,
+                 f"wrote checkpoint {first_checkpoint}", timeout=600)
     subprocess.run(_command(config, killed, *extra), cwd=ROOT, env=env, check=True, timeout=600,
                    capture_output=True)
 

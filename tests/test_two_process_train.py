@@ -10,17 +10,19 @@ must agree to 1e-5.
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
 import pytest
 
 from configs import cold_start_sft, r1_zero, reward_model
-from r1jax import checkpoint
-from r1jax import data
+from r1jax import checkpoint, data
 from r1jax.models import reward_model as rm
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -84,6 +86,23 @@ def run_all(commands: list[tuple[list[str], dict]]):
                 p.wait()
     for p, log in zip(procs, logs):
         assert p.returncode == 0, f"{p.args} failed (rc={p.returncode}):\n{log[-4000:]}"
+
+
+def sigkill_when(command: list[str], env: dict, ready: Callable[[], bool], what: str,
+                 timeout: float = TIMEOUT_S) -> None:
+    """Starts `command` and SIGKILLs it as soon as `ready()` holds (polled); fails, naming
+    `what` it waited for, if the process ends or `timeout` passes first."""
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, f"never {what}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def read_metrics(workdir: pathlib.Path) -> list[dict]:
