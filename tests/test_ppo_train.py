@@ -248,17 +248,28 @@ def test_with_lora_the_value_head_trains_beside_the_policys_adapters():
     assert trainable["policy"] == lora.adapters(policy) and frozen == {"policy": lora.base(policy)}
 
 
-def _ppo_update(params, batch, rl, optimizer):
-    """(params after one `grpo_update` of the PPO loss from `params`, its metrics), with the
-    targets (V_old, GAE advantages, returns) computed from `params` first."""
-    batch = grpo.with_ppo_targets(batch, jax.jit(functools.partial(
+def _ppo_targets(params, batch, rl):
+    """The batch with `ppo_targets`' (V_old, GAE advantages, returns) under `params`."""
+    return grpo.with_ppo_targets(batch, jax.jit(functools.partial(
         grpo.ppo_targets, model_config=CONFIG, rl=rl))(params, batch))
-    state = run_lib.TrainState(params=params, opt_state=optimizer.init(params), reference=None,
-                               updates=jnp.zeros((), jnp.int32))
-    state, metrics = jax.jit(functools.partial(
-        grpo.grpo_update, model_config=CONFIG, optimizer=optimizer, rl=rl,
-        nan_policy="stop"))(state, batch)
-    return state.params, metrics
+
+
+def _jit_update(rl, optimizer):
+    """params, batch -> (params after one `grpo_update` of the PPO loss, its metrics)."""
+    update = jax.jit(functools.partial(grpo.grpo_update, model_config=CONFIG,
+                                       optimizer=optimizer, rl=rl, nan_policy="stop"))
+
+    def apply(params, batch):
+        state = run_lib.TrainState(params=params, opt_state=optimizer.init(params),
+                                   reference=None, updates=jnp.zeros((), jnp.int32))
+        state, metrics = update(state, batch)
+        return state.params, metrics
+    return apply
+
+
+def _ppo_update(params, batch, rl, optimizer):
+    """(params after one update from `params` with the targets computed from them, metrics)."""
+    return _jit_update(rl, optimizer)(params, _ppo_targets(params, batch, rl))
 
 
 def _assert_trees_equal(a, b):
@@ -270,43 +281,40 @@ def _trees_differ(a, b):
     return any(np.any(x != y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_with_a_separate_value_model_each_loss_reaches_only_its_own_params():
-    # With SGD(1) an update moves each param by minus its gradient: a loss term's weight (the
-    # value coef) or the advantages (the policy loss alone) changing must leave the other
-    # model's update bit for bit the same.
-    rng = np.random.default_rng(2)
-    batch = jax.tree.map(jnp.asarray, _rollout_batch(rng, n=4).replace(
+def _batch(seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(jnp.asarray, _rollout_batch(rng, n=4).replace(
         rewards=rng.normal(size=4).astype(np.float32)).arrays())
-    kernel = jnp.asarray(rng.normal(0, 0.5, (CONFIG.embed_dim, 1)), jnp.float32)
+
+
+def test_with_a_separate_value_model_each_loss_reaches_only_its_own_params():
+    # With SGD(1) an update moves each param by minus its gradient. Other returns change the
+    # value loss alone, other advantages the policy loss alone: the other model's update must
+    # stay bit for bit the same (its gradient from the changed loss is exactly zero).
+    rl = _rl(head="separate")
+    kernel = jnp.asarray(np.random.default_rng(2).normal(0, 0.5, (CONFIG.embed_dim, 1)),
+                         jnp.float32)
     params = value_head.with_value(models.init_params(CONFIG, jax.random.key(0)), {
         "backbone": models.init_params(CONFIG, jax.random.key(1)), "head": {"kernel": kernel}})
-    optimizer = optax.sgd(1.0)
-    base, base_metrics = _ppo_update(params, batch, _rl(head="separate"), optimizer)
-    more_value, _ = _ppo_update(params, batch, _rl(head="separate", coef=5.0), optimizer)
-    _assert_trees_equal(more_value["policy"], base["policy"])  # d value_loss / d policy = 0
-    assert _trees_differ(more_value["value"]["backbone"], base["value"]["backbone"])
+    batch = _ppo_targets(params, _batch(2), rl)
+    update = _jit_update(rl, optax.sgd(1.0))
+    base, metrics = update(params, batch)
+    assert np.isfinite(metrics["value_loss"]) and metrics["value_loss"] > 0
 
-    rl = _rl(head="separate")
-    flipped = grpo.with_ppo_targets(batch, jax.jit(functools.partial(
-        grpo.ppo_targets, model_config=CONFIG, rl=rl))(params, batch))
-    flipped = flipped.replace(advantages=-flipped.advantages)
-    state = run_lib.TrainState(params=params, opt_state=optimizer.init(params), reference=None,
-                               updates=jnp.zeros((), jnp.int32))
-    state, _ = jax.jit(functools.partial(grpo.grpo_update, model_config=CONFIG,
-                                         optimizer=optimizer, rl=rl, nan_policy="stop"))(
-        state, flipped)
-    _assert_trees_equal(state.params["value"], base["value"])  # d policy_loss / d value = 0
-    assert _trees_differ(state.params["policy"], base["policy"])
-    assert np.isfinite(base_metrics["value_loss"]) and base_metrics["value_loss"] > 0
+    other_returns, _ = update(params, batch.replace(returns=batch.returns + 1.0))
+    _assert_trees_equal(other_returns["policy"], base["policy"])  # d value_loss / d policy = 0
+    assert _trees_differ(other_returns["value"]["backbone"], base["value"]["backbone"])
+
+    other_advantages, _ = update(params, batch.replace(advantages=-batch.advantages))
+    _assert_trees_equal(other_advantages["value"], base["value"])  # d policy_loss / d value = 0
+    assert _trees_differ(other_advantages["policy"], base["policy"])
 
 
 def test_a_fresh_separate_value_model_gives_the_shared_heads_first_update():
     # Both start with a zero kernel on the same hidden states (the value model is the policy's
     # copy): V_old = 0, the same targets, and the value loss sends no gradient into either
     # backbone (d V / d hidden = kernel = 0), so the policy and the head move alike.
-    rng = np.random.default_rng(3)
-    batch = jax.tree.map(jnp.asarray, _rollout_batch(rng, n=4).replace(
-        rewards=rng.normal(size=4).astype(np.float32)).arrays())
+    batch = _batch(3)
     policy = models.init_params(CONFIG, jax.random.key(0))
     zero = {"kernel": jnp.zeros((CONFIG.embed_dim, 1), jnp.float32)}
     shared, shared_metrics = _ppo_update(value_head.with_value(policy, {"head": zero}), batch,
