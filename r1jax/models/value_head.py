@@ -8,10 +8,12 @@
 With rl.value.head = "shared" the head reads the policy's backbone, so one forward pass gives
 both the logits and the values. With "separate" it reads a value model of its own: a full copy
 of the policy's (non-LoRA) transformer params made at initialisation, on the same shards, that
-only the value loss trains (and the policy loss never reaches). It starts at zero: the first values are 0 and, while the kernel
-is 0, the value loss sends no gradient into the backbone (d V / d hidden = kernel), so the
-policy is not disturbed before the head has learned something. The kernel's layout and
-sharding are the reward model's head's (models.reward_model.HEAD_AXES).
+only the value loss trains and the policy loss never reaches (an MoE value model's routing
+biases stay as copied: only the policy's are balanced). The head starts at zero: the first
+values are 0 and, while the kernel is 0, the value loss sends no gradient into the backbone
+(d V / d hidden = kernel), so the policy is not disturbed before the head has learned
+something. The kernel's layout and sharding are the reward model's head's
+(models.reward_model.HEAD_AXES).
 """
 from __future__ import annotations
 
