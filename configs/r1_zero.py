@@ -8,6 +8,8 @@ Variants:
   ppo, ppo_lambda095
             PPO with a value head on the policy's backbone (GAE λ = 1, the R1 paper's setting
             where PPO matched GRPO, and the usual 0.95), same budget and batch as cpu.
+  ppo_separate
+            ppo (λ = 1) with a separate value model, a copy of the policy, under the head.
   lora      the default run training rank-16 LoRA adapters instead of every weight.
   tiny      a randomly initialised 2-layer model; seconds; for tests and notebooks.
   tiny_moe  a randomly initialised tiny DeepSeek-V3 (MoE) learning 1-digit addition from scratch
@@ -53,15 +55,16 @@ def _gspo(config: ml_collections.ConfigDict):
     config.rl.update(importance_level="sequence", eps_low=3e-4, eps_high=4e-4)
 
 
-def _ppo(config: ml_collections.ConfigDict, lam: float = 1.0):
+def _ppo(config: ml_collections.ConfigDict, lam: float = 1.0, head: str = "shared"):
     # PPO with a value head on the policy's backbone, on the default task with the same step
     # budget, prompts and learning rate as GRPO. It samples num_generations (8) completions per
     # prompt as GRPO does, so both see the same batch of 4 × 8 rollouts per step; PPO ignores
     # the grouping (its baseline is the learned value). λ = 1 is the R1 paper's setting where
     # PPO came close to GRPO; `ppo_lambda095` has the usual 0.95, which the paper found worse.
+    # `ppo_separate`: λ = 1 with a separate value model (a copy of the policy) for the head.
     _cpu(config)
     config.rl.algorithm = "ppo"
-    config.rl.value.lam = lam
+    config.rl.value.update(lam=lam, head=head)
 
 
 def _lora(config: ml_collections.ConfigDict):
@@ -146,6 +149,7 @@ VARIANTS = {
     "lora": _lora,
     "ppo": _ppo,
     "ppo_lambda095": functools.partial(_ppo, lam=0.95),
+    "ppo_separate": functools.partial(_ppo, head="separate"),
     "tiny": _tiny,
     "tiny_moe": _tiny_moe,
     "smollm2": _smollm2,
@@ -208,7 +212,10 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
         # PPO's value model and advantages (read only when algorithm == "ppo"); defaults are
         # TRL's PPOConfig's (vf_coef 0.1, cliprange_value 0.2, gamma 1, lam 0.95).
         value=dict(
-            head="shared",           # a scalar head on the policy's backbone (| separate: not yet)
+            # "shared": a scalar head on the policy's backbone (one forward pass) | "separate":
+            # a value model of its own, a copy of the policy's weights at step 0 (2× the
+            # parameters and optimizer state, a second forward pass; no LoRA)
+            head="shared",
             gamma=1.0,               # discount per token
             lam=0.95,                # GAE's λ (1: Monte-Carlo returns minus the value)
             clip=0.2,                # value clip range around V_old

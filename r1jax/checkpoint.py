@@ -373,7 +373,8 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
     must still be there. The params returned are base and adapters in one tree.
 
     A PPO run's checkpoint (meta["policy_key"]) holds its value head beside the policy: the
-    policy's params are returned, the value head is read (replicated) and dropped.
+    policy's params are returned, the value head is read (replicated) and dropped, as is a
+    separate value model's backbone (meta["value_backbone"]; read on the policy's shardings).
     """
     from r1jax.models.transformer import abstract_params  # Avoids a models <-> checkpoint cycle.
     from r1jax.models import lora
@@ -412,6 +413,8 @@ def restore_params(workdir: str, step: Optional[int] = None, shardings=None, sha
             value = jax.tree.map(
                 lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=everywhere),
                 value_head.abstract_params(config))
+            if meta.get("value_backbone"):  # a separate value model: read on the policy's shards
+                value[value_head.BACKBONE] = target
             target = {policy_key: target, value_head.VALUE: value}
         step_dir = os.path.join(_directory(workdir), str(step))
         failure = (checksum_failure(step_dir, items=("params",))

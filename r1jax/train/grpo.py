@@ -15,7 +15,11 @@ the rollouts are computed once (like π_old), the sequence reward goes to each r
 (minus β·KL per token when rl.value.kl_mode = "reward"), GAE turns them into per-token
 advantages (whitened), and step 4's loss is GRPO's clipped surrogate with those [B, T]
 advantages plus rl.value.coef × the clipped value loss (r1jax.losses.ppo). The sampler and
-evaluation get the policy's params alone.
+evaluation get the policy's params alone. rl.value.head picks what the value head reads:
+"shared", the policy's own final hidden states (one forward pass), or "separate", a value model
+of its own (a copy of the policy's weights made at step 0, TrainState.params["value"]
+["backbone"], sharded, optimised and checkpointed like the policy: a second forward pass, and
+twice the parameters and optimizer state); the value loss then never reaches the policy.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from r1jax import data, sharding
 from r1jax.losses import grpo as grpo_lib, importance as importance_lib, logprobs as logprobs_lib
@@ -37,8 +42,6 @@ from r1jax.train.rollouts import Rollouts, check_rewards, collect
 log = logging.getLogger("r1jax")
 
 ALGORITHMS = ("grpo", "ppo")
-# "separate" (a value model of the policy's family initialised from its weights) is refused at
-# start-up for now: see validate_config.
 VALUE_HEADS = ("shared", "separate")
 KL_MODES = ("reward", "loss")
 
@@ -130,7 +133,7 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
     loss_beta = 0.0 if ppo and rl.value.kl_mode == "reward" else rl.beta
 
     def loss_fn(params, mb: Rollouts):
-        if ppo:  # one pass gives the logits and the values (the head shares the backbone)
+        if ppo:  # one policy pass gives the logits and, with a shared head, the values
             policy = params[value_head.POLICY]
             hidden, router = completion_hidden(model_config, policy, mb)
             logits = transformer.head_logits(hidden, transformer.output_head(model_config, policy))
@@ -150,6 +153,8 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
             is_weights=is_weights)
         metrics.update(is_metrics)
         if ppo:
+            if value_head.is_separate(params):  # the value model's own pass
+                hidden, _ = completion_hidden(model_config, value_head.backbone_params(params), mb)
             values = value_head.values(params[value_head.VALUE], hidden)
             v_loss, v_metrics = ppo_lib.value_loss(values, mb.values, mb.returns, mb.mask,
                                                    clip=rl.value.clip, aggregation=rl.aggregation)
@@ -205,7 +210,7 @@ def ppo_targets(params, batch: Rollouts, *, model_config, rl) -> tuple[jax.Array
     advantages whitened over the batch's counted tokens when rl.value.whiten_advantages.
     """
     mask = batch.mask
-    hidden, _ = completion_hidden(model_config, params[value_head.POLICY], batch)
+    hidden, _ = completion_hidden(model_config, value_head.backbone_params(params), batch)
     old_values = value_head.values(params[value_head.VALUE], hidden) * mask
     kl = None
     if rl.value.kl_mode == "reward" and rl.beta > 0:
@@ -222,6 +227,18 @@ def with_ppo_targets(batch: Rollouts, targets: tuple[jax.Array, ...]) -> Rollout
     """The batch with `ppo_targets`' (V_old, advantages, returns) in place."""
     old_values, advantages, returns = targets
     return batch.replace(values=old_values, advantages=advantages, returns=returns)
+
+
+def ppo_optimizer(optimizer: optax.GradientTransformation,
+                  rl: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """PPO's optimizer of {"policy", "value"}: `optimizer` over the whole tree with a shared value
+    head (its few weights share the policy's gradient clipping); with a separate value model,
+    one `optimizer` per model (same settings and schedule), so each model's gradients are
+    clipped by their own global norm and the value model's never scale the policy's update."""
+    if rl.value.head != "separate":
+        return optimizer
+    labels = {value_head.POLICY: value_head.POLICY, value_head.VALUE: value_head.VALUE}
+    return optax.multi_transform({label: optimizer for label in labels.values()}, labels)
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
@@ -255,18 +272,22 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
     run_lib.require(rl.algorithm in ALGORITHMS, "rl.algorithm", rl.algorithm,
                     f"one of {ALGORITHMS}")
     if is_ppo(rl):
-        validate_value(rl)
+        validate_value(config)
     check_rewards(config)
     run_lib.validate_common(config)
 
 
-def validate_value(rl: ml_collections.ConfigDict) -> None:
+def validate_value(config: ml_collections.ConfigDict) -> None:
     """Checks of rl.value (read only when rl.algorithm is "ppo")."""
+    rl = config.rl
     value = rl.value
     run_lib.require(value.head in VALUE_HEADS, "rl.value.head", value.head,
                     f"one of {VALUE_HEADS}")
-    run_lib.require(value.head == "shared", "rl.value.head", value.head,
-                    "'shared' (a separate value model is not implemented yet)")
+    # A separate value model copies the policy's full weights; with LoRA those are a frozen
+    # (maybe bfloat16) base that neither the optimizer nor the checkpoints hold.
+    run_lib.require(value.head == "shared" or config.model.lora.rank == 0, "rl.value.head",
+                    value.head, f"'shared' with model.lora.rank={config.model.lora.rank} (a "
+                    f"separate value model needs model.lora.rank=0)")
     run_lib.require(0 < value.gamma <= 1, "rl.value.gamma", value.gamma, "a float in (0, 1]")
     run_lib.require(0 <= value.lam <= 1, "rl.value.lam", value.lam, "a float in [0, 1]")
     run_lib.require(value.clip > 0, "rl.value.clip", value.clip, "a float > 0")
@@ -344,9 +365,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     max_prompt_len=rl.max_prompt_len)
     ppo = is_ppo(rl)
     wrap = None
-    if ppo:  # the value head goes beside the policy's params (LoRA's adapters included)
-        wrap = functools.partial(value_head.with_value, value=value_head.init_params(
-            run.model_config, run.mesh, run.rules))
+    if ppo:  # the value params go beside the policy's (LoRA's adapters included); a separate
+        # value model starts as a copy of the policy's weights.
+        optimizer = ppo_optimizer(optimizer, rl)
+
+        def wrap(policy):
+            backbone = policy if rl.value.head == "separate" else None
+            return value_head.with_value(policy, value_head.init_params(
+                run.model_config, run.mesh, run.rules, backbone=backbone))
     state = run_lib.init_state(run, optimizer, with_reference=rl.beta > 0, wrap=wrap)
     state, step = run_lib.restore(run, state, iterator)
     update = run_lib.jit_update(run, state, functools.partial(

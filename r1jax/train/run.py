@@ -324,8 +324,10 @@ def save(run: Run, state: TrainState, step: int, iterator, *, force: bool = Fals
         meta["lora_base"] = {"path": run.config.model.path, "seed": run.config.train.seed,
                              "dtype": run.config.model.lora.base_dtype}
     if isinstance(state.params, dict) and value_head.POLICY in state.params:
-        # PPO: what `checkpoint.restore_params` reads the policy from.
+        # PPO: what `checkpoint.restore_params` reads the policy from, and whether the value
+        # params hold a backbone of their own (rl.value.head = "separate") to skip past.
         meta["policy_key"] = value_head.POLICY
+        meta["value_backbone"] = value_head.is_separate(state.params)
     run.checkpointer.save(step, _items(state), meta, force=force)
 
 
