@@ -8,12 +8,15 @@ Variants:
   r1: the DeepSeek-R1 paper's protocol: 64 samples at temperature 0.6, top-p 0.95, giving pass@1
       (mean over the 64) and cons@64 (majority vote); 32,768 new tokens at most as in the paper,
       which small models will want lowered with --config.max_new_tokens.
+  addition: the R1-Zero default run's held-out check (configs/r1_zero.py's cpu): greedy, the
+      prompt asking for a bare number, its last number read as the answer, 16 new tokens; for
+      models trained on that task elsewhere (rejection-sampling SFT, distillation).
   tiny: a few short samples, for tests and smoke runs.
 """
 import ml_collections
 from ml_collections import config_dict
 
-from configs import common
+from configs import common, r1_zero
 
 
 def _greedy(config: ml_collections.ConfigDict):
@@ -27,6 +30,12 @@ def _r1(config: ml_collections.ConfigDict):
     config.pass_ks = (1, 8, 64)
 
 
+def _addition(config: ml_collections.ConfigDict):
+    default = r1_zero.get_config("cpu")
+    config.update(template=default.data.template, max_new_tokens=default.eval.max_new_tokens)
+    config.reward_params = ml_collections.ConfigDict(default.eval.reward_params.to_dict())
+
+
 def _tiny(config: ml_collections.ConfigDict):
     config.template = "plain"
     config.k = 4
@@ -37,7 +46,7 @@ def _tiny(config: ml_collections.ConfigDict):
     config.max_problems = 4
 
 
-VARIANTS = {"greedy": _greedy, "r1": _r1, "tiny": _tiny}
+VARIANTS = {"greedy": _greedy, "r1": _r1, "addition": _addition, "tiny": _tiny}
 
 
 def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
