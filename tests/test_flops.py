@@ -48,3 +48,24 @@ def test_peak_flops_per_device_kind(kind, peak):
 def test_mfu():
     assert flops.mfu(1000.0, 1e9, "NVIDIA H100 80GB HBM3") == pytest.approx(1e12 / 989e12)
     assert flops.mfu(1000.0, 1e9, "cpu") is None
+
+
+class _Device:
+    def __init__(self, kind):
+        self.device_kind = kind
+
+
+def test_throughput_per_device_and_mfu():
+    # 8e3 tokens in 2 s on 4 H100s: 1e3 tokens/s each; at 1e9 FLOPs a token, 1e12 / 989e12.
+    h100s = [_Device("NVIDIA H100 80GB HBM3")] * 4
+    assert flops.throughput("update_", 8e3, 2.0, 1e9, h100s) == {
+        "update_tokens_per_second_per_device": 1e3, "update_mfu": pytest.approx(1e12 / 989e12)}
+    # Unknown peak (CPU) or unknown model FLOPs (MoE / MLA): no mfu key.
+    assert flops.throughput("", 8e3, 2.0, 1e9, [_Device("cpu")]) == {
+        "tokens_per_second_per_device": 4e3}
+    assert flops.throughput("", 8e3, 2.0, None, h100s) == {"tokens_per_second_per_device": 1e3}
+
+
+def test_only_dense_models_are_counted():
+    assert flops.counted(models.preset("tiny_llama"))
+    assert not flops.counted(models.preset("tiny_deepseek_v3"))

@@ -61,6 +61,14 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
     num_steps = rows[-1]["step"]
     assert rows[0]["step"] == 0 and [r["step"] for r in rows[1:]] == list(range(1, num_steps + 1))
     assert all(np.isfinite(r["loss"]) for r in rows[1:])
+    # Throughput per phase and device; no MFU on a CPU (its peak is unknown).
+    phases = ("rollout_", "update_") if "r1_zero" in config else ("",)
+    for r in rows[1:]:
+        assert all(r[f"{p}tokens_per_second_per_device"] > 0 for p in phases)
+        assert not any(k.endswith("mfu") for k in r)
+    if "r1_zero" in config:
+        assert all(r["sample_seconds"] + r["prepare_seconds"] + r["update_seconds"]
+                   == pytest.approx(r["seconds_per_step"]) for r in rows[1:])
     assert os.listdir(straight / "tensorboard")
 
     kill_after_first_checkpoint_and_restart(config, straight, killed, env)

@@ -66,3 +66,23 @@ def mfu(tokens_per_s_per_device: float, flops_per_token: float,
     """Model FLOPs utilisation in [0, 1]; None where the device's peak is unknown."""
     peak = peak_flops(device_kind)
     return None if peak is None else tokens_per_s_per_device * flops_per_token / peak
+
+
+def counted(config: ModelConfig) -> bool:
+    """Whether the counts above hold for `config`: dense attention and MLPs (see the module
+    docstring); an MoE or MLA model logs tokens/s without MFU."""
+    return config.moe is None and config.mla is None
+
+
+def throughput(prefix: str, tokens: float, seconds: float, flops_per_token: float | None,
+               devices: list) -> dict:
+    """{PREFIXtokens_per_second_per_device, PREFIXmfu} of `tokens` processed in `seconds` over
+    `devices` (jax.Device; all of one kind); mfu is left out where the devices' peak or the
+    model's FLOPs (`flops_per_token` None) are unknown, as on CPUs."""
+    per_device = tokens / max(seconds, 1e-9) / len(devices)
+    out = {f"{prefix}tokens_per_second_per_device": per_device}
+    utilisation = None if flops_per_token is None else mfu(per_device, flops_per_token,
+                                                           devices[0].device_kind)
+    if utilisation is not None:
+        out[f"{prefix}mfu"] = utilisation
+    return out

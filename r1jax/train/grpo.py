@@ -347,6 +347,27 @@ def rollout_metrics(rollouts: Rollouts) -> dict:
                 truncated_fraction=float(1 - rollouts.finished_by_stop.mean()))
 
 
+def step_throughput(model_config, rollouts: Rollouts, sample_seconds: float,
+                    update_seconds: float, num_iterations: int) -> dict:
+    """Tokens/s per device and MFU of the step's two phases: `rollout_` (prefill + decode of
+    every row: the sampler's forward tokens, each attending to half its sequence on average)
+    and `update_` (forward + backward over the padded [N, P + C] batch, num_iterations times).
+    The sampling time includes the rewards', so rollout MFU is a lower bound."""
+    from r1jax.models import flops
+    sequence = rollouts.prompt_lengths + rollouts.lengths
+    width = rollouts.prompt_tokens.shape[1] + rollouts.completions.shape[1]
+    dense = flops.counted(model_config)
+    devices = jax.devices()
+    return {
+        **flops.throughput("rollout_", float(sequence.sum()), sample_seconds,
+                           flops.inference_flops_per_token(model_config, float(sequence.mean()) / 2)
+                           if dense else None, devices),
+        **flops.throughput("update_", float(num_iterations * sequence.size * width),
+                           update_seconds,
+                           flops.train_flops_per_token(model_config, width) if dense else None,
+                           devices)}
+
+
 def sample_rows(rollouts: Rollouts, limit: int) -> list[dict]:
     """A few of this process's rows for samples.jsonl."""
     return [{"prompt": rollouts.prompts[i], "completion": rollouts.texts[i],
@@ -420,6 +441,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             minis = [m.replace(ref_logprobs=policy_logprobs(reference, m)) for m in minis]
         if ppo:  # V_old and GAE advantages per mini-batch (whitened over it)
             minis = [with_ppo_targets(m, targets(state.params, m)) for m in minis]
+        prepare_seconds = watch.lap()
         update_metrics = []
         for _ in range(rl.num_iterations):
             for mini in minis:
@@ -428,14 +450,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         update_metrics = jax.device_get(update_metrics)
         metrics = metrics_lib.reduce_updates(update_metrics)
         metrics_lib.check_finite(metrics["loss"], step, tc.nan_policy)
-        seconds = watch.lap() + sample_seconds
+        update_seconds = watch.lap()
+        seconds = sample_seconds + prepare_seconds + update_seconds
         metrics.update(reward_metrics)
         metrics.update(metrics_old)
         metrics.update(rollout_metrics(rollouts))
         metrics.update(
             seconds_per_step=seconds, sample_seconds=sample_seconds,
+            prepare_seconds=prepare_seconds, update_seconds=update_seconds,
             tokens_per_second=float(rollouts.lengths.sum()) / max(sample_seconds, 1e-9),
             learning_rate=float(schedule(step * updates_per_step - 1)))  # the last update's
+        metrics.update(step_throughput(run.model_config, rollouts, sample_seconds,
+                                       update_seconds, rl.num_iterations))
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out.evaluate(run, policy_params(state.params, rl), eval_records))
             run.writer.samples(step, sample_rows(rollouts, tc.log_samples))

@@ -56,7 +56,8 @@ class MetricsWriter:
 
     CONSOLE_KEYS = (("reward_mean", "reward"), ("accuracy", "acc"), ("completion_length", "len"),
                     ("kl", "kl"), ("clip_high", "clip"), ("entropy", "ent"), ("loss", "loss"),
-                    ("seconds_per_step", "s/step"), ("tokens_per_second", "tok/s"))
+                    ("seconds_per_step", "s/step"), ("tokens_per_second", "tok/s"),
+                    ("mfu", "mfu"), ("rollout_mfu", "rollout mfu"), ("update_mfu", "update mfu"))
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled

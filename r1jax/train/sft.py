@@ -18,7 +18,7 @@ from r1jax import data
 from r1jax.data import packing
 from r1jax.data.packing import Batch
 from r1jax.losses.sft import sft_loss
-from r1jax.models import transformer
+from r1jax.models import flops, transformer
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
 
 log = logging.getLogger("r1jax")
@@ -168,6 +168,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics.update(seconds_per_step=seconds,
                        tokens_per_second=float(batch.weights.size) / seconds,
                        learning_rate=float(schedule(step - 1)), packing_fill=pack_stats["fill"])
+        metrics.update(flops.throughput(
+            "", float(batch.weights.size), seconds,
+            flops.train_flops_per_token(run.model_config, batch.weights.shape[1])
+            if flops.counted(run.model_config) else None, jax.devices()))
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out_loss(run, state.params, held_out_rows, loss_sums))
             metrics.update(held_out.evaluate(run, state.params, eval_records))
