@@ -10,7 +10,8 @@ recomputation, padding and masked-out attention are not counted), so MFU compare
                        each query sees (T + 1) / 2 keys on average, counted as T / 2)
     inference token  = 2N + 4·L·H·hd·C   (a forward pass attending to C cached tokens)
 
-Dense shapes only: an MoE or MLA config needs its active parameters counted instead.
+Dense shapes only: for an MoE or MLA config the per-token counts are None (its active
+parameters would need counting instead).
 """
 from __future__ import annotations
 
@@ -44,14 +45,26 @@ def _attention_pair_flops(config: ModelConfig) -> int:
     return 4 * config.num_layers * config.num_heads * config.head_dim
 
 
-def train_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    """Model FLOPs of one trained token (forward + backward) in causal sequences of seq_len."""
+def _counted(config: ModelConfig) -> bool:
+    """Whether the counts above hold for `config`: dense attention and MLPs (see the module
+    docstring)."""
+    return config.moe is None and config.mla is None
+
+
+def train_flops_per_token(config: ModelConfig, seq_len: int) -> float | None:
+    """Model FLOPs of one trained token (forward + backward) in causal sequences of seq_len;
+    None for an MoE or MLA model (not counted yet: its runs log tokens/s without MFU)."""
+    if not _counted(config):
+        return None
     return 6 * matmul_params(config) + 3 * _attention_pair_flops(config) * seq_len / 2
 
 
-def inference_flops_per_token(config: ModelConfig, context: float) -> float:
+def inference_flops_per_token(config: ModelConfig, context: float) -> float | None:
     """Model FLOPs of one forward token attending to `context` tokens (its cache, itself
-    included); for a prefill of P tokens use context (P + 1) / 2."""
+    included); for a prefill of P tokens use context (P + 1) / 2. None for an MoE or MLA
+    model."""
+    if not _counted(config):
+        return None
     return 2 * matmul_params(config) + _attention_pair_flops(config) * context
 
 
@@ -66,12 +79,6 @@ def mfu(tokens_per_s_per_device: float, flops_per_token: float,
     """Model FLOPs utilisation in [0, 1]; None where the device's peak is unknown."""
     peak = peak_flops(device_kind)
     return None if peak is None else tokens_per_s_per_device * flops_per_token / peak
-
-
-def counted(config: ModelConfig) -> bool:
-    """Whether the counts above hold for `config`: dense attention and MLPs (see the module
-    docstring); an MoE or MLA model logs tokens/s without MFU."""
-    return config.moe is None and config.mla is None
 
 
 def throughput(prefix: str, tokens: float, seconds: float, flops_per_token: float | None,

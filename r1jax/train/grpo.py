@@ -35,7 +35,7 @@ import optax
 from r1jax import data, sharding
 from r1jax.losses import grpo as grpo_lib, importance as importance_lib, logprobs as logprobs_lib
 from r1jax.losses import ppo as ppo_lib
-from r1jax.models import transformer, value_head
+from r1jax.models import flops, transformer, value_head
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
 from r1jax.train.rollouts import Rollouts, check_rewards, collect
 
@@ -353,18 +353,14 @@ def step_throughput(model_config, rollouts: Rollouts, sample_seconds: float,
     every row: the sampler's forward tokens, each attending to half its sequence on average)
     and `update_` (forward + backward over the padded [N, P + C] batch, num_iterations times).
     The sampling time includes the rewards', so rollout MFU is a lower bound."""
-    from r1jax.models import flops
     sequence = rollouts.prompt_lengths + rollouts.lengths
     width = rollouts.prompt_tokens.shape[1] + rollouts.completions.shape[1]
-    dense = flops.counted(model_config)
-    devices = jax.devices()
+    devices, context = jax.devices(), float(sequence.mean()) / 2
     return {
         **flops.throughput("rollout_", float(sequence.sum()), sample_seconds,
-                           flops.inference_flops_per_token(model_config, float(sequence.mean()) / 2)
-                           if dense else None, devices),
+                           flops.inference_flops_per_token(model_config, context), devices),
         **flops.throughput("update_", float(num_iterations * sequence.size * width),
-                           update_seconds,
-                           flops.train_flops_per_token(model_config, width) if dense else None,
+                           update_seconds, flops.train_flops_per_token(model_config, width),
                            devices)}
 
 

@@ -170,8 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        learning_rate=float(schedule(step - 1)), packing_fill=pack_stats["fill"])
         metrics.update(flops.throughput(
             "", float(batch.weights.size), seconds,
-            flops.train_flops_per_token(run.model_config, batch.weights.shape[1])
-            if flops.counted(run.model_config) else None, jax.devices()))
+            flops.train_flops_per_token(run.model_config, batch.weights.shape[1]), jax.devices()))
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out_loss(run, state.params, held_out_rows, loss_sums))
             metrics.update(held_out.evaluate(run, state.params, eval_records))
