@@ -180,8 +180,8 @@ def run_stage(config, workdir: str, name: str) -> dict:
                                  plan.student_dir(workdir, student))
         rows = _train(wired(section, model=student_model, data=inputs["data"],
                             prepared=os.path.join(plan.student_dir(workdir, student), "prepared")),
-                      os.path.join(plan.student_dir(workdir, student), "train"))
-        export_model(os.path.join(plan.student_dir(workdir, student), "train"),
+                      plan.student_train_dir(workdir, student))
+        export_model(plan.student_train_dir(workdir, student),
                      os.path.join(plan.student_dir(workdir, student), "model"))
         out.update({f"{student} {k}": v for k, v in training_stats(rows).items()})
     return out
@@ -190,7 +190,7 @@ def run_stage(config, workdir: str, name: str) -> dict:
 def prune_finished(config, workdir: str, name: str) -> None:
     """Deletes a finished stage's training checkpoints that no later stage reads: a policy's (its
     exported model/ is what the stages after it load), all but a reward model's newest (the
-    rewards load it from there). The CPU default keeps ~8 GB instead of ~28 GB."""
+    rewards load it from there). The CPU default leaves 5.5 GB on disk instead of 28 GB."""
     from r1jax import checkpoint
     from r1jax.pipeline import plan
     kind = plan.STAGES[name].kind
@@ -200,7 +200,7 @@ def prune_finished(config, workdir: str, name: str) -> None:
         checkpoint.prune(plan.train_dir(workdir, name), keep=1)
     elif kind == "distill":
         for student in config.students:
-            checkpoint.prune(os.path.join(plan.student_dir(workdir, student), "train"), keep=0)
+            checkpoint.prune(plan.student_train_dir(workdir, student), keep=0)
 
 
 def make_base(config, workdir: str) -> None:
@@ -284,7 +284,9 @@ def evaluate_all(config, workdir: str) -> list[dict]:
 def missing_groups(cache: dict, rms: dict) -> set[str]:
     """The metric groups a model's eval.json lacks: "math", "general_responses" (when there are
     reward models to score them) and "rm/<reward>" per reward model."""
-    wanted = {"math", *(("general_responses", *(f"rm/{r}" for r in rms)) if rms else ())}
+    wanted = {"math", *(f"rm/{r}" for r in rms)}
+    if rms:
+        wanted.add("general_responses")
     return wanted - set(cache)
 
 
@@ -336,7 +338,7 @@ def curves(config, workdir: str) -> list[tuple[str, str, list[dict]]]:
         kind = plan.STAGES[name].kind
         if kind == "distill":
             out += [(f"distill/{s}", kind, report.read_metrics(os.path.join(
-                plan.student_dir(workdir, s), "train", "metrics.jsonl"))) for s in config.students]
+                plan.student_train_dir(workdir, s), "metrics.jsonl"))) for s in config.students]
         elif kind in (*plan.MODEL_KINDS, "reward_model"):
             out.append((name, kind, report.read_metrics(
                 os.path.join(plan.train_dir(workdir, name), "metrics.jsonl"))))

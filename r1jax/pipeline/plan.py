@@ -94,6 +94,11 @@ def student_dir(workdir: str, student: str) -> str:
     return os.path.join(stage_dir(workdir, "distill"), student)
 
 
+def student_train_dir(workdir: str, student: str) -> str:
+    """The training workdir of a distillation student (as train_dir is a stage's)."""
+    return os.path.join(student_dir(workdir, student), "train")
+
+
 def output_path(workdir: str, name: str) -> str:
     """Where a stage that runs writes its output."""
     kind = STAGES[name].kind
