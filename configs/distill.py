@@ -145,6 +145,8 @@ def distill_config(mode: str) -> ml_collections.ConfigDict:
         max_prompt_len=64,
         max_new_tokens=16,
         sampling=common.sampling_config(temperature=1.0),  # the student's own distribution
+        batching="static",           # | continuous, with num_slots (configs/r1_zero.py's rl)
+        num_slots=0,
         stop_strings=config_dict.placeholder(tuple),       # None: the template's
         num_micro_batches=1,
         filter_groups=False,         # rollouts.collect's keys: every group is used

@@ -182,6 +182,11 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
         max_prompt_len=64,           # longer prompts are dropped and counted
         max_new_tokens=16,
         sampling=common.sampling_config(temperature=1.0),  # R1: 1.0, no top-k / top-p
+        # static: one batch of prompts_per_step × G rows, decoded until its longest ends |
+        # continuous: num_slots decode slots (0: one per rollout), each refilled with the next
+        # sample as its own ends (r1jax/sampling/continuous.py); the same rollouts either way
+        batching="static",
+        num_slots=0,
         beta=0.0,                    # KL coefficient; 0 skips the reference forward pass
         eps_low=0.2,
         eps_high=0.2,                # > eps_low is DAPO's clip-higher

@@ -39,6 +39,10 @@ def base() -> ml_collections.ConfigDict:
     config.mesh = common.mesh_config()
     config.sampling = common.sampling_config(temperature=1.0)
     config.sampling.update(n=4, max_new_tokens=256, batch_size=64, seed=0)
+    # static: batches of batch_size samples, each decoded until its longest ends | continuous:
+    # batch_size slots, each refilled as its sample ends (the judge's replies too); the same
+    # samples either way, the faster when lengths vary (benchmarks/sampling.py --compare=batching)
+    config.sampling.batching = "static"
     config.sources = ml_collections.ConfigDict()
     config.filters = filters.default_config()
     config.judge = ml_collections.ConfigDict(dict(

@@ -42,8 +42,12 @@ def validate(config):
 
     Returns the prompts. Raises ValueError / FileNotFoundError naming the key at fault.
     """
+    from r1jax import sampling
     from r1jax.rejection import judge, select, sources
     select.validate(config.select)
+    if config.sampling.batching not in sampling.BATCHING:
+        raise ValueError(f"sampling.batching={config.sampling.batching!r}: expected one of "
+                         f"{sampling.BATCHING}")
     if config.judge.mode not in judge.MODES:
         raise ValueError(f"judge.mode={config.judge.mode!r}: expected one of {judge.MODES}")
     if not (config.model.path or config.model.preset):
@@ -127,7 +131,8 @@ def build_runner(config, mesh, rules):
                                                                  config.judge.tokenizer or None)
         judge_model = (j_config, _place(j_config, j_params, mesh, rules, 0), j_tokenizer)
     complete = judge.model_completer(*judge_model, max_new_tokens=config.judge.max_new_tokens,
-                                     batch_size=config.sampling.batch_size, mesh=mesh, rules=rules)
+                                     batch_size=config.sampling.batch_size,
+                                     batching=config.sampling.batching, mesh=mesh, rules=rules)
     return engine.ShardRunner(config, model, judge.Judge(
         complete, template=config.judge.template, mode=config.judge.mode,
         threshold=config.judge.threshold))

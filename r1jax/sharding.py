@@ -251,6 +251,11 @@ def shardings_like(tree_of_shapes: Any, params_shardings: Any) -> Any:
 # ----------------------------------------------------------------------------- batches and caches
 
 
+def batch_shards(mesh_shape: Mapping[str, int]) -> int:
+    """How many ways a batch is split: the product of the batch axes' sizes."""
+    return math.prod(mesh_shape.get(axis, 1) for axis in BATCH_AXES)
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Dim 0 (the batch) split over ("data", "fsdp"); the other ndim - 1 dims replicated."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax import models, sampling
+from r1jax import models, sampling, sharding
 
 LOGPROB_TOLERANCE = 1e-5
 # Prompts of 1 to 29 tokens with budgets of 1 to 24 new tokens, and stop tokens common enough
@@ -78,9 +78,40 @@ def test_sample_continuous_matches_sample_batch_greedy(llama):
     np.testing.assert_allclose(continuous.logprobs, static.logprobs, atol=LOGPROB_TOLERANCE)
 
 
+@pytest.mark.parametrize("shape", [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": 4, "tensor": 2}])
+def test_continuous_on_a_mesh_matches_static_on_one_device(llama, static, shape):
+    """Slots split over the batch axes, the model over tensor: the same samples as one device.
+
+    8 slots over 4 batch shards, so refills land in every shard and rows change hands."""
+    mesh = sharding.make_mesh(shape)
+    config, params = llama
+    sharded = sharding.shard_params(config, params, mesh, sharding.DEFAULT_RULES)
+    out = sampling.generate(config, sharded, PROMPTS, batch_size=8, batching="continuous",
+                            mesh=mesh, **SAMPLED)
+    _assert_same(out, static)
+
+
+def test_sample_continuous_on_a_mesh_matches_sample_batch(llama):
+    """GRPO's drop-in on the trainer's mesh: whole host arrays on every process, as
+    sample_batch's gathered output."""
+    config, params = llama
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    tokens, lengths = sampling.pad_prompts(PROMPTS[:4], 32)
+    settings = dict(max_new_tokens=16, n=3, temperature=1.0, stop_tokens=STOPS)
+    sharded = sharding.shard_params(config, params, mesh, sharding.DEFAULT_RULES)
+    static = sharding.all_rows(sampling.sample_batch(config, sharded, tokens, lengths,
+                                                     jax.random.key(2), mesh=mesh, **settings))
+    continuous = sampling.sample_continuous(config, sharded, tokens, lengths, jax.random.key(2),
+                                            num_slots=4, mesh=mesh, **settings)
+    for field in ("tokens", "mask", "lengths", "finished_by_stop"):
+        np.testing.assert_array_equal(getattr(continuous, field), getattr(static, field))
+    np.testing.assert_allclose(continuous.logprobs, static.logprobs, atol=LOGPROB_TOLERANCE)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(batching="dynamic"), "batching must be one of"),
-    (dict(batching="continuous", mesh=object()), "one device"),
+    (dict(batching="continuous", batch_size=6, mesh=sharding.make_mesh({"data": 4, "tensor": 2})),
+     r"decode slots \(6\) must divide evenly over the mesh's batch axes"),
     (dict(batching="continuous", batch_size=0), "batch_size must be an int >= 1"),
 ])
 def test_bad_batching_settings(llama, kwargs, message):

@@ -115,6 +115,8 @@ def test_select_groups_keeps_groups_with_a_signal():
     ("rl.prompts_per_step", 3, "rl.prompts_per_step=3"),
     ("rl.prompts_per_step", 4, "multiple of the mesh"),
     ("train.nan_policy", "ignore", "stop"),
+    ("rl.batching", "dynamic", "rl.batching='dynamic'"),
+    ("rl.num_slots", -1, "rl.num_slots=-1"),
 ])
 def test_bad_config_values_are_named(key, value, message):
     config = r1_zero.get_config("tiny")
@@ -124,6 +126,37 @@ def test_bad_config_values_are_named(key, value, message):
         grpo.validate_config(config, mesh_batch=8)
 
 
+
+def test_continuous_slots_must_divide_over_the_mesh():
+    config = r1_zero.get_config("tiny")
+    config.rl.update(batching="continuous", num_slots=12)
+    with pytest.raises(ValueError, match=r"rl\.num_slots=12.*multiple of the mesh's batch size"):
+        grpo.validate_config(config, mesh_batch=8)
+
+
+def test_rollouts_are_the_same_with_continuous_batching_on_the_trainers_mesh():
+    """rollouts.sample, as GRPO calls it: 4 slots for 16 rollouts of varied lengths on a
+    (data 4, tensor 2) mesh give static batching's tokens (logprobs to float32 rounding)."""
+    import types
+
+    from r1jax import sharding
+    config = r1_zero.get_config("tiny")
+    config.rl.update(num_generations=4, max_new_tokens=12, num_slots=4)
+    mesh = sharding.make_mesh({"data": 4, "tensor": 2})
+    params = sharding.init_params_sharded(CONFIG, jax.random.key(5), mesh, sharding.DEFAULT_RULES)
+    run_ = types.SimpleNamespace(config=config, model_config=CONFIG, mesh=mesh,
+                                 rules=sharding.DEFAULT_RULES, stop_tokens=tuple(range(100, 130)))
+    rng = np.random.default_rng(6)
+    tokens, lengths = sampling.pad_prompts(
+        [rng.integers(1, 256, n).tolist() for n in (3, 9, 5, 12)], 16)
+    static = rollouts.sample(run_, params, tokens, lengths, jax.random.key(7))
+    config.rl.batching = "continuous"
+    continuous = rollouts.sample(run_, params, tokens, lengths, jax.random.key(7))
+    assert len(set(static.lengths.tolist())) > 3  # lengths vary, so slots are refilled
+    for field in ("tokens", "mask", "lengths", "finished_by_stop"):
+        np.testing.assert_array_equal(getattr(continuous, field), getattr(static, field))
+    np.testing.assert_allclose(continuous.logprobs, static.logprobs, atol=1e-5)
+    np.testing.assert_allclose(continuous.sampled_logprobs, static.sampled_logprobs, atol=1e-5)
 
 
 def test_the_update_makes_no_implicit_host_device_transfer():

@@ -60,8 +60,21 @@ def test_two_processes_give_the_one_process_output(uninterrupted, tmp_path):
     assert outputs(tmp_path) == uninterrupted
 
 
-def test_bad_input_fails_at_start_up_naming_the_key(tmp_path):
-    result = subprocess.run(command(tmp_path) + ["--config.sources.addition.kind=poetry"], cwd=REPO,
-                            env=environment(devices=1), capture_output=True, text=True, timeout=TIMEOUT_S)
+def test_continuous_batching_on_a_two_device_mesh_gives_the_same_output(uninterrupted, tmp_path):
+    """The policy's samples and the judge's replies through slots split over two devices."""
+    run_all([(command(tmp_path) + ["--config.sampling.batching=continuous"],
+              environment(devices=2))])
+    assert outputs(tmp_path) == uninterrupted
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.sources.addition.kind=poetry",
+     "sources.addition.kind='poetry': expected one of ('math', 'code', 'chat')"),
+    ("--config.sampling.batching=dynamic",
+     "sampling.batching='dynamic': expected one of ('static', 'continuous')"),
+])
+def test_bad_input_fails_at_start_up_naming_the_key(tmp_path, flag, message):
+    result = subprocess.run(command(tmp_path) + [flag], cwd=REPO, env=environment(devices=1),
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode != 0
-    assert "sources.addition.kind='poetry': expected one of ('math', 'code', 'chat')" in result.stderr
+    assert message in result.stderr

@@ -3,8 +3,8 @@
 Two `python -m launch.train` processes with one CPU device each join through r1jax/distributed.py
 (R1JAX_COORDINATOR / R1JAX_NUM_PROCESSES / R1JAX_PROCESS_ID, a local coordinator) into one
 2-device mesh; one process with two fake devices runs the same mesh alone. Both train a tiny
-config, cold-start SFT, a reward model or R1-Zero GRPO (sampling, rewards, DAPO group filtering and the
-held-out evaluation across processes); the metrics in metrics.jsonl (written by process 0 only)
+config, cold-start SFT, a reward model or R1-Zero GRPO (sampling, statically or continuously
+batched, rewards, DAPO group filtering and the held-out evaluation across processes); the metrics in metrics.jsonl (written by process 0 only)
 must agree to 1e-5.
 """
 import json
@@ -38,12 +38,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+GRPO_METRICS = ("loss", "reward_mean", "reward/language_consistency", "kl", "entropy",
+                "accuracy", "groups_informative")
 # config, the metrics that must agree, extra flags.
 STAGES = {
     "sft": (cold_start_sft, ("loss", "eval_loss"), ["--config.eval.max_problems=0"]),
-    "grpo": (r1_zero, ("loss", "reward_mean", "reward/language_consistency", "kl", "entropy",
-                       "accuracy", "groups_informative"),
-             ["--config.rl.filter_groups=True"]),
+    "grpo": (r1_zero, GRPO_METRICS, ["--config.rl.filter_groups=True"]),
+    # Rollouts and the evaluation through continuous batching's slots, split over the processes:
+    # every process runs the refill loop on the same gathered slot states.
+    "grpo_continuous": (r1_zero, GRPO_METRICS,
+                        ["--config.rl.filter_groups=True", "--config.rl.batching=continuous",
+                         "--config.rl.num_slots=6", "--config.eval.batching=continuous"]),
     "reward_model": (reward_model, ("loss", "pair_accuracy", "eval_pair_accuracy"), []),
 }
 # The params' form where it is not the policy's (checkpoint.restore_params' `shapes`).

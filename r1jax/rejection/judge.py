@@ -114,7 +114,8 @@ class Judge:
 
 
 def model_completer(model_config, params, tokenizer, *, max_new_tokens: int, batch_size: int = 64,
-                    mesh=None, rules=None) -> Callable[[list[str]], list[str]]:
+                    batching: str = "static", mesh=None,
+                    rules=None) -> Callable[[list[str]], list[str]]:
     """complete(user messages) -> replies: greedy, in the model's chat template, through
     r1jax.sampling.generate (the policy's sampler)."""
     from r1jax import models, sampling  # JAX only when a model judges.
@@ -124,7 +125,7 @@ def model_completer(model_config, params, tokenizer, *, max_new_tokens: int, bat
         ids = [pipeline.encode_prompt(tokenizer, "chat", m)[1] for m in messages]
         out = sampling.generate(model_config, params, ids, max_new_tokens=max_new_tokens,
                                 temperature=0.0, stop_tokens=models.stop_tokens(tokenizer),
-                                batch_size=batch_size, mesh=mesh, rules=rules)
+                                batch_size=batch_size, batching=batching, mesh=mesh, rules=rules)
         # A reply cut by the budget keeps no end token: it ends where it was cut, and parses as
         # an error unless the verdict had already closed it.
         return [tokenizer.decode(t, skip_special_tokens=True) for t in out.tokens]

@@ -30,7 +30,7 @@ class ModelPolicy:
 
     Attributes:
       model_config, params, tokenizer: the model.
-      sampling: config.sampling (temperature, top_k, top_p: None is off; batch_size).
+      sampling: config.sampling (temperature, top_k, top_p: None is off; batch_size, batching).
       mesh, rules: this process's mesh (its own devices: processes never wait for each other).
       name, step: what the provenance calls the model, and its checkpoint step (None: none).
     """
@@ -59,7 +59,8 @@ class ModelPolicy:
             self.model_config, self.params, prompts, max_new_tokens=max_new_tokens,
             temperature=strategy.temperature, top_k=strategy.top_k, top_p=strategy.top_p, n=n,
             stop_tokens=models.stop_tokens(self.tokenizer), seed=seed,
-            batch_size=self.sampling.batch_size, mesh=self.mesh, rules=self.rules)
+            batch_size=self.sampling.batch_size, batching=self.sampling.batching, mesh=self.mesh,
+            rules=self.rules)
         flat = [Sample(self.tokenizer.decode(t, skip_special_tokens=True), len(t), reason)
                 for t, reason in zip(out.tokens, out.finish_reasons)]
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -24,6 +24,11 @@ prompt id and sample index give the same tokens whichever slot, batch or order t
 a few sums).
 
 The cache and the other slot arrays are donated to each call, so they are updated in place.
+
+On a mesh the slots are split over its batch axes and the cache and model as the rules say (as
+`sampler.sample_batch` shards its batch); the refill's new rows come from the host replicated.
+Every process runs the same host loop on the same values (the slots' state is gathered whole
+to every process), so a mesh over several processes makes the same refill decisions everywhere.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import models
+from r1jax import models, sharding
 from r1jax.sampling import sampler, strategies
 from r1jax.sampling.prompts import bucket_width, pad_prompts
 from r1jax.sampling.strategies import Strategy
@@ -74,11 +79,9 @@ class Slots:
     stopped: jax.Array
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
                 max_new_tokens: int) -> Slots:
-    """S empty (done) slots with a cache of cache_len columns per row; compiled, so that every
-    field is a buffer of its own (they are donated)."""
+    """S empty (done) slots with a cache of cache_len columns per row."""
     cache = models.init_cache(config, num_slots, cache_len)
     zeros = jnp.zeros((num_slots,), jnp.int32)
     return Slots(cache={**cache, "index": zeros},
@@ -90,14 +93,27 @@ def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
                  done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool))
 
 
+def slot_shardings(config: models.ModelConfig, mesh, rules, num_slots: int,
+                   cache_len: int) -> Slots:
+    """NamedShardings of `empty_slots`' fields on a mesh: rows over the batch axes, the cache
+    as `sharding.cache_shardings` lays it out (its per-row write index with the rows)."""
+    rows, table = sharding.batch_sharding(mesh, 1), sharding.batch_sharding(mesh, 2)
+    cache = sharding.cache_shardings(config, mesh, rules, num_slots, cache_len)
+    return Slots(cache={**cache, "index": rows}, keys=rows, start=rows, prompt_length=rows,
+                 step=rows, limit=rows, last_token=rows, tokens=table, logprobs=table,
+                 sampled_logprobs=table, done=rows, stopped=rows)
+
+
 def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits: jax.Array,
-           keys: jax.Array, slot_ids: jax.Array, *, config: models.ModelConfig,
+           key_data: jax.Array, slot_ids: jax.Array, *, config: models.ModelConfig,
            strategy: Strategy, stop_tokens: tuple[int, ...]) -> Slots:
     """Prefills R new samples into slots slot_ids and draws their first tokens.
 
-    prompts: int32[R, w] left-padded; lengths, limits: int32[R]; keys: key[R] the samples'
-    keys; slot_ids: int32[R], S (out of range) for padding rows, which change nothing.
+    prompts: int32[R, w] left-padded; lengths, limits: int32[R]; key_data: uint32[R, 2] the
+    samples' keys (`jax.random.key_data`: plain host arrays, placed like the other inputs);
+    slot_ids: int32[R], S (out of range) for padding rows, which change nothing.
     """
+    keys = jax.random.wrap_key_data(key_data)
     rows, width = prompts.shape
     cache_len = slots.cache["k"].shape[2]
     logits, cache = sampler.prefill(config, params, prompts, lengths, cache_len)
@@ -166,13 +182,31 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
 
 
 @functools.cache
-def _programs(config, strategy, stop_tokens, chunk):
-    """The jitted refill and decode for one static setting (jit keeps one executable per
-    shape and window); the slots are donated so the cache is updated in place."""
+def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
+              max_new_tokens):
+    """The jitted empty-slots, refill, and decode for one static setting (decode: a function
+    of the attention window giving its program); the slots are donated so the cache is updated
+    in place. With a mesh every input and output has a declared sharding: the slots'
+    (`slot_shardings`), the params', and the host inputs replicated."""
     settings = dict(config=config, strategy=strategy, stop_tokens=stop_tokens)
-    return (jax.jit(functools.partial(refill, **settings), donate_argnums=1),
-            jax.jit(functools.partial(decode, chunk=chunk, **settings), donate_argnums=1,
-                    static_argnames="window"))
+    empty = functools.partial(empty_slots, config, num_slots, cache_len, max_new_tokens)
+    refill_fn = functools.partial(refill, **settings)
+
+    def decode_fn(window):
+        return functools.partial(decode, chunk=chunk, window=window, **settings)
+
+    if mesh is None:
+        return (jax.jit(empty), jax.jit(refill_fn, donate_argnums=1),
+                functools.cache(lambda window: jax.jit(decode_fn(window), donate_argnums=1)))
+    slots = slot_shardings(config, mesh, rules, num_slots, cache_len)
+    params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
+
+    def compile_(fn, inputs):
+        return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=slots,
+                                    donate_argnums=1 if inputs else ())
+
+    return (compile_(empty, ()), compile_(refill_fn, (params, slots) + (host,) * 5),
+            functools.cache(lambda window: compile_(decode_fn(window), (params, slots, host))))
 
 
 def _rows(count: int, num_slots: int) -> int:
@@ -185,11 +219,24 @@ def _window(windows: Sequence[int], needed: int) -> int | None:
     return next((w for w in windows if w >= needed), None)
 
 
+def mesh_rules(mesh, rules, num_slots: int):
+    """The rules to shard with on `mesh` (validated; None: `sharding.DEFAULT_RULES`), after
+    checking that num_slots divides over its batch axes; None without a mesh."""
+    if mesh is None:
+        return None
+    shards = sharding.batch_shards(mesh.shape)
+    if num_slots % shards:
+        raise ValueError(f"The decode slots ({num_slots}) must divide evenly over the mesh's "
+                         f"batch axes {sharding.BATCH_AXES} ({shards} shards).")
+    return sharding.validate_rules(sharding.DEFAULT_RULES if rules is None else rules, mesh)
+
+
 def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]],
                    rng: jax.Array, *, max_new_tokens: int, budgets: Sequence[int],
                    prompt_ids: Sequence[int], n: int, strategy: Strategy,
                    stop_tokens: tuple[int, ...], num_slots: int, chunk: int = DEFAULT_CHUNK,
-                   refill_at: int = 1, on_done=None) -> sampler.SampleOutput:
+                   refill_at: int = 1, on_done=None, mesh=None,
+                   rules=None) -> sampler.SampleOutput:
     """Samples n completions of each prompt through num_slots continuously refilled slots.
 
     Settings are validated by the callers (`sample_continuous`, `generate`).
@@ -203,15 +250,18 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
       refill_at: while samples wait, decoding returns to the host once this many slots are
         free (1: at once; larger amortises a refill call over more rows).
       on_done: called with the number of samples finished at each return to the host.
+      mesh, rules: run sharded (num_slots divides over the mesh's batch axes; rules validated).
     Returns:
-      SampleOutput (numpy) of len(prompts) * n rows, prompt-major.
+      SampleOutput (numpy) of len(prompts) * n rows, prompt-major, on every process.
     """
     widest = bucket_width(max(len(p) for p in prompts), config.max_seq_len)
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
     windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
                                                     sampler.DECODE_WINDOW)]
-    refill_fn, decode_fn = _programs(config, strategy, stop_tokens, chunk)
-    keys = strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)
+    empty_fn, refill_fn, decode_fn = _programs(config, strategy, stop_tokens, chunk, mesh, rules,
+                                               num_slots, cache_len, max_new_tokens)
+    keys = np.asarray(jax.random.key_data(
+        strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)))
     total = len(prompts) * n
     out_tokens = np.zeros((total, max_new_tokens), np.int32)
     out_logprobs = np.zeros((total, max_new_tokens), np.float32)
@@ -219,7 +269,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     out_lengths = np.zeros((total,), np.int32)
     out_stopped = np.zeros((total,), bool)
 
-    slots = empty_slots(config, num_slots, cache_len, max_new_tokens)
+    slots = empty_fn()
     owner = [None] * num_slots  # The sample each slot decodes.
     waiting = list(range(total))[::-1]  # Popped from the end: sample 0 first.
     progress = np.zeros((num_slots,), np.int32)  # start + step of each slot, as last seen.
@@ -242,12 +292,12 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         threshold = min(refill_at, len(waiting)) if waiting else num_slots
-        slots = decode_fn(params, slots, np.int32(threshold), window=_window(windows, needed))
-        done, step, start = jax.device_get((slots.done, slots.step, slots.start))
+        slots = decode_fn(_window(windows, needed))(params, slots, np.int32(threshold))
+        done, step, start = sharding.all_rows((slots.done, slots.step, slots.start))
         progress = start + step
         finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]
         if finished:
-            tokens, logprobs, sampled, stopped = jax.device_get(
+            tokens, logprobs, sampled, stopped = sharding.all_rows(
                 (slots.tokens, slots.logprobs, slots.sampled_logprobs, slots.stopped))
             for s in finished:
                 i, length = owner[s], step[s]
@@ -270,12 +320,12 @@ def sample_continuous(config: models.ModelConfig, params, prompt_tokens, prompt_
                       top_p: float | None = None, stop_tokens: Sequence[int] = (),
                       token_limits=None, prompt_ids=None,
                       num_slots: int = 64, chunk: int = DEFAULT_CHUNK,
-                      refill_at: int = 1) -> sampler.SampleOutput:
+                      refill_at: int = 1, mesh=None, rules=None) -> sampler.SampleOutput:
     """`sampler.sample_batch`'s inputs and outputs, sampled with continuous batching.
 
     The same arguments give the same tokens as `sample_batch` (logprobs to float32 rounding),
-    so a caller switches by calling this instead. Inputs are host arrays (numpy): the host
-    loop reads the prompts. One device, default placement (no mesh).
+    so a caller switches by calling this instead. Inputs are host arrays (numpy), the whole
+    batch on every process: the host loop reads the prompts.
 
     Args:
       prompt_tokens, prompt_lengths, rng, max_new_tokens, n, temperature, top_k, top_p,
@@ -283,12 +333,16 @@ def sample_continuous(config: models.ModelConfig, params, prompt_tokens, prompt_
         int32[B, P] prompts).
       num_slots: samples decoded together (the decode batch).
       chunk, refill_at: see `sample_prompts`.
+      mesh, rules: shard the slots over the mesh's batch axes (num_slots must divide over
+        them), the model and cache as `rules` say (default `sharding.DEFAULT_RULES`).
     Returns:
-      SampleOutput (numpy arrays) with B * n rows, the n completions of prompt 0 first.
+      SampleOutput (numpy arrays) with B * n rows, the n completions of prompt 0 first, whole
+      on every process.
     """
     for name, value in (("num_slots", num_slots), ("chunk", chunk), ("refill_at", refill_at)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    rules = mesh_rules(mesh, rules, num_slots)
     strategy = Strategy(float(temperature), top_k, top_p)
     stop_tokens = sampler.validate_settings(config, max_new_tokens, n, strategy, stop_tokens)
     sampler.validate_batch(config, prompt_tokens, prompt_lengths, token_limits, prompt_ids,
@@ -302,4 +356,4 @@ def sample_continuous(config: models.ModelConfig, params, prompt_tokens, prompt_
     return sample_prompts(config, params, prompts, rng, max_new_tokens=int(max_new_tokens),
                           budgets=budgets, prompt_ids=ids.tolist(), n=int(n), strategy=strategy,
                           stop_tokens=stop_tokens, num_slots=int(num_slots), chunk=int(chunk),
-                          refill_at=int(refill_at))
+                          refill_at=int(refill_at), mesh=mesh, rules=rules)

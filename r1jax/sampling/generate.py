@@ -46,7 +46,7 @@ def _batch_rows(count: int, mesh) -> int:
     """Rows for a call of `count` prompts: a power of two, a multiple of the mesh's batch shards."""
     rows = 1 << (count - 1).bit_length()
     if mesh is not None:
-        shards = int(np.prod([mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES]))
+        shards = sharding.batch_shards(mesh.shape)
         rows = -(-rows // shards) * shards
     return rows
 
@@ -147,7 +147,8 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
         completion ends) or "continuous" (batch_size slots, each refilled with the next sample
         as soon as its own ends; see `continuous`): the faster one when lengths vary. The same
         completions either way (logprobs to float32 rounding).
-      mesh, rules: run sharded (see `sampler.sample_batch`); static batching only.
+      mesh, rules: run sharded (see `sampler.sample_batch`; continuous: batch_size slots split
+        over the mesh's batch axes, so it must divide over them).
       progress: show a progress bar over prompts.
     Returns:
       Completions, len(prompts) * n of them, prompt-major.
@@ -156,9 +157,8 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
         raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}.")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-    if batching == "continuous" and mesh is not None:
-        raise ValueError("batching='continuous' runs on one device (no mesh yet); use "
-                         "batching='static' to sample sharded.")
+    if batching == "continuous":
+        rules = continuous.mesh_rules(mesh, rules, batch_size)
     prompts, budgets = _validate_prompts(config, prompts, max_new_tokens)
     stop_strings = stop_strings_lib.validate_stop_strings(stop_strings)
     if stop_strings and tokenizer is None:
@@ -177,7 +177,7 @@ def generate(config: models.ModelConfig, params, prompts: Sequence[Sequence[int]
             out = continuous.sample_prompts(
                 config, params, prompts, rng, max_new_tokens=longest, budgets=budgets,
                 prompt_ids=range(len(prompts)), n=n, strategy=strategy, stop_tokens=stop_tokens,
-                num_slots=batch_size, on_done=bar.update)
+                num_slots=batch_size, on_done=bar.update, mesh=mesh, rules=rules)
             _completions(out, range(total), completions, tokenizer, stop_strings)
             return completions
         for width, indices in _calls(prompts, config.max_seq_len, max(1, batch_size // n)):

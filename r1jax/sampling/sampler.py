@@ -24,7 +24,6 @@ never closed over: the GRPO trainer passes new ones every step without recompili
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple, Optional, Sequence
 
 import flax.struct
@@ -305,7 +304,7 @@ def validate_batch(config, prompt_tokens, prompt_lengths, token_limits, prompt_i
             raise ValueError(f"{name} has shape {np.shape(value)}; expected ({b},), one per "
                              "prompt.")
     if mesh is not None:
-        shards = math.prod(mesh.shape.get(axis, 1) for axis in sharding.BATCH_AXES)
+        shards = sharding.batch_shards(mesh.shape)
         if b % shards:
             raise ValueError(f"The batch ({b} prompts) must divide evenly over the mesh's batch "
                              f"axes {sharding.BATCH_AXES} ({shards} shards).")

@@ -34,7 +34,7 @@ from r1jax.data.packing import Batch
 from r1jax.losses import distill as distill_lib, logprobs as logprobs_lib
 from r1jax.models import transformer
 from r1jax.train import grpo, held_out, metrics as metrics_lib, run as run_lib, sft, step as step_lib
-from r1jax.train.rollouts import check_rewards, collect
+from r1jax.train.rollouts import check_rewards, collect, validate_batching
 
 log = logging.getLogger("r1jax")
 
@@ -218,6 +218,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
                 rl.prompts_per_step, f"a multiple of the mesh's batch size ({mesh_batch}) making "
                 f"prompts_per_step × num_generations ({rollouts}) divisible by "
                 f"rl.num_micro_batches × {mesh_batch}")
+        validate_batching(rl, mesh_batch)
         check_rewards(config)
     run_lib.validate_common(config)
 

@@ -37,7 +37,7 @@ from r1jax.losses import grpo as grpo_lib, importance as importance_lib, logprob
 from r1jax.losses import ppo as ppo_lib
 from r1jax.models import flops, transformer, value_head
 from r1jax.train import held_out, metrics as metrics_lib, run as run_lib, step as step_lib
-from r1jax.train.rollouts import Rollouts, check_rewards, collect
+from r1jax.train.rollouts import Rollouts, check_rewards, collect, validate_batching
 
 log = logging.getLogger("r1jax")
 
@@ -271,6 +271,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh_batch: int) -> None:
         f"num_mini_batches × num_micro_batches × {mesh_batch} ({per_update} × {mesh_batch})")
     run_lib.require(rl.algorithm in ALGORITHMS, "rl.algorithm", rl.algorithm,
                     f"one of {ALGORITHMS}")
+    validate_batching(rl, mesh_batch)
     if is_ppo(rl):
         validate_value(config)
     check_rewards(config)
@@ -352,7 +353,7 @@ def step_throughput(model_config, rollouts: Rollouts, sample_seconds: float,
     """Tokens/s per device and MFU of the step's two phases: `rollout_` (prefill + decode of
     every row: the sampler's forward tokens, each attending to half its sequence on average)
     and `update_` (forward + backward over the padded [N, P + C] batch, num_iterations times).
-    The sampling time includes the rewards', so rollout MFU is a lower bound."""
+    sample_seconds is the sampler's alone (rewards are `reward_seconds`)."""
     sequence = rollouts.prompt_lengths + rollouts.lengths
     width = rollouts.prompt_tokens.shape[1] + rollouts.completions.shape[1]
     devices, context = jax.devices(), float(sequence.mean()) / 2
@@ -408,15 +409,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step == 0:
         run.writer.log(0, held_out.evaluate(run, policy_params(state.params, rl), eval_records),
                        tc.num_steps)
-    metrics = {}
+    metrics, watch = {}, metrics_lib.Stopwatch()
     while step < tc.num_steps:
         step += 1
-        watch = metrics_lib.Stopwatch()
+        host_seconds = watch.lap()  # the last step's logging and checkpointing
         if rl.beta > 0 and rl.ref_update_every and (step - 1) % rl.ref_update_every == 0:
             state = run_lib.refreshed_reference(state)
         rollouts, reward_metrics = collect(run, policy_params(state.params, rl), iterator,
                                            jax.random.fold_in(base_rng, step))
-        sample_seconds = watch.lap()
+        collect_seconds = watch.lap()
+        sample_seconds = reward_metrics["sample_seconds"]
+        reward_metrics["reward_seconds"] = collect_seconds - sample_seconds
         rollouts = with_advantages(rollouts, rl)
         if rl.num_mini_batches > 1:
             rollouts = shuffled_groups(rollouts, rl.num_generations,
@@ -447,13 +450,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics = metrics_lib.reduce_updates(update_metrics)
         metrics_lib.check_finite(metrics["loss"], step, tc.nan_policy)
         update_seconds = watch.lap()
-        seconds = sample_seconds + prepare_seconds + update_seconds
         metrics.update(reward_metrics)
         metrics.update(metrics_old)
         metrics.update(rollout_metrics(rollouts))
         metrics.update(
-            seconds_per_step=seconds, sample_seconds=sample_seconds,
+            seconds_per_step=collect_seconds + prepare_seconds + update_seconds,
             prepare_seconds=prepare_seconds, update_seconds=update_seconds,
+            host_seconds=host_seconds,
             tokens_per_second=float(rollouts.lengths.sum()) / max(sample_seconds, 1e-9),
             learning_rate=float(schedule(step * updates_per_step - 1)))  # the last update's
         metrics.update(step_throughput(run.model_config, rollouts, sample_seconds,
@@ -461,6 +464,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
             metrics.update(held_out.evaluate(run, policy_params(state.params, rl), eval_records))
             run.writer.samples(step, sample_rows(rollouts, tc.log_samples))
+            metrics["eval_seconds"] = watch.lap()
         if run_lib.is_due(step, tc.log_every, tc.num_steps) or "accuracy" in metrics:
             run.writer.log(step, metrics, tc.num_steps)
         run_lib.save(run, state, step, iterator)

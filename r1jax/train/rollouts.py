@@ -18,6 +18,7 @@ from r1jax import rewards as rewards_lib
 from r1jax.data import mixture as mixture_lib
 from r1jax.rewards.registry import VERIFIES
 from r1jax.rewards.reward_model import final_answer
+from r1jax.train import metrics as metrics_lib
 from r1jax.train import run as run_lib
 
 
@@ -154,9 +155,43 @@ def cut_at_stop_strings(out: sampling.SampleOutput, tokenizer,
                        finished_by_stop=np.asarray(out.finished_by_stop) | cut.stopped)
 
 
+BATCHING = sampling.BATCHING
+
+
+def validate_batching(rl, mesh_batch: int) -> None:
+    """Start-up checks of rl.batching and rl.num_slots (continuous batching's decode slots)."""
+    run_lib.require(rl.batching in BATCHING, "rl.batching", rl.batching, f"one of {BATCHING}")
+    run_lib.require(isinstance(rl.num_slots, int) and rl.num_slots >= 0, "rl.num_slots",
+                    rl.num_slots, "an integer >= 0 (0: one slot per rollout of a step)")
+    if rl.batching == "continuous":
+        slots = rl.num_slots or rl.prompts_per_step * rl.num_generations
+        run_lib.require(slots % mesh_batch == 0, "rl.num_slots", rl.num_slots,
+                        f"a multiple of the mesh's batch size ({mesh_batch}): the slots are "
+                        "split over it")
+
+
+def sample(run, params, prompt_tokens: np.ndarray, prompt_lengths: np.ndarray,
+           rng: jax.Array) -> sampling.SampleOutput:
+    """G completions of each left-padded prompt (int32[B, P], the whole batch on every process),
+    as host arrays of every row on every process, batched as rl.batching says: "static" (one
+    batch of B × G rows, decoded until its longest ends) or "continuous" (rl.num_slots slots,
+    0: B × G, each refilled as its sample ends). The same tokens either way."""
+    rl = run.config.rl
+    settings = dict(max_new_tokens=rl.max_new_tokens, n=rl.num_generations,
+                    **dataclasses.asdict(sampling.strategies.from_config(rl.sampling)),
+                    stop_tokens=run.stop_tokens, mesh=run.mesh, rules=run.rules)
+    if rl.batching == "continuous":
+        return sampling.sample_continuous(
+            run.model_config, params, prompt_tokens, prompt_lengths, rng,
+            num_slots=rl.num_slots or len(prompt_tokens) * rl.num_generations, **settings)
+    return sharding.all_rows(sampling.sample_batch(run.model_config, params, prompt_tokens,
+                                                   prompt_lengths, rng, **settings))
+
+
 def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int]], width: int,
-                     rng: jax.Array) -> Rollouts:
-    """Rollouts of every process's prompts × G, sampled with `params`.
+                     rng: jax.Array) -> tuple[Rollouts, float]:
+    """Rollouts of every process's prompts × G, sampled with `params`, and the seconds the
+    sampler took (the rest is decoding texts and scoring them).
 
     Each process brings its own prompts; all of them are sampled as one global batch, and each
     process decodes and scores the rows of its own prompts (a code sandbox then runs on every
@@ -164,11 +199,10 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
     """
     config, rl = run.config, run.config.rl
     g = rl.num_generations
+    watch = metrics_lib.Stopwatch()
     prompt_tokens, prompt_lengths = sharding.all_rows(sampling.pad_prompts(prompt_ids, width))
-    out = sharding.all_rows(sampling.sample_batch(
-        run.model_config, params, prompt_tokens, prompt_lengths, rng,
-        max_new_tokens=rl.max_new_tokens, n=g,
-        **dataclasses.asdict(sampling.strategies.from_config(rl.sampling)), stop_tokens=run.stop_tokens, mesh=run.mesh, rules=run.rules))
+    out = sample(run, params, prompt_tokens, prompt_lengths, rng)
+    sample_seconds = watch.lap()
     out = cut_at_stop_strings(out, run.tokenizer, stop_strings(config))
     first = jax.process_index() * len(prompt_ids) * g
     own = np.arange(first, first + len(prompt_ids) * g)
@@ -190,7 +224,7 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
         finished_by_stop=np.asarray(out.finished_by_stop),
         texts=dict(zip(own.tolist(), texts)), prompts=dict(zip(own.tolist(), prompts)),
         source=source, final_answer_empty=empty)
-    return rollouts
+    return rollouts, sample_seconds
 
 
 def score_by_source(config, records: list[dict], prompts: list[str], texts: list[str],
@@ -252,7 +286,8 @@ def source_metrics(config, rollouts: Rollouts) -> dict:
 
 def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     """One step's rollouts (rl.prompts_per_step prompts × G) and the reward metrics of every row
-    sampled (before the filtering below).
+    sampled (before the filtering below), with `sample_seconds`: the sampler's share of the
+    time (the rest decodes texts, scores, gathers and filters).
 
     With rl.filter_groups (DAPO's dynamic sampling), groups whose rewards are all equal are
     replaced by fresh prompts' (up to rl.max_filter_rounds extra rounds); informative groups
@@ -260,11 +295,13 @@ def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     """
     rl = run.config.rl
     g, needed = rl.num_generations, rl.prompts_per_step
-    rounds = []
+    rounds, sample_seconds = [], 0.0
     for round_index in range(1 + (rl.max_filter_rounds if rl.filter_groups else 0)):
         records, prompt_ids = next(iterator)
-        rounds.append(sample_and_score(run, params, records, prompt_ids, iterator.width,
-                                       jax.random.fold_in(rng, round_index)))
+        rollouts, seconds = sample_and_score(run, params, records, prompt_ids, iterator.width,
+                                             jax.random.fold_in(rng, round_index))
+        rounds.append(rollouts)
+        sample_seconds += seconds
         if not rl.filter_groups or sum(
                 informative_groups(r.rewards, g).sum() for r in rounds) >= needed:
             break
@@ -281,4 +318,5 @@ def collect(run, params, iterator, rng: jax.Array) -> tuple[Rollouts, dict]:
     else:
         metrics = rewards_lib.metrics(pooled.reward_components, pooled.rewards)
     metrics["groups_informative"] = float(np.mean(informative_groups(selected.rewards, g)))
+    metrics["sample_seconds"] = sample_seconds
     return selected, metrics

@@ -204,7 +204,7 @@ def start(config: ml_collections.ConfigDict, workdir: str,
     mesh = sharding.make_mesh(shape)
     rules = tuple(tuple(r) for r in config.mesh.rules) or sharding.DEFAULT_RULES
     # Every batch is split over the mesh's batch axes (data × fsdp × expert).
-    validate(config, math.prod(shape.get(axis, 1) for axis in sharding.BATCH_AXES))
+    validate(config, sharding.batch_shards(shape))
     model_config, params, tokenizer = models.load_policy(config.model)
     checkpointer = checkpoint.Checkpointer(
         workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
