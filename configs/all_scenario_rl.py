@@ -86,7 +86,7 @@ def _cpu(config: ml_collections.ConfigDict):
     config.rl.update(prompts_per_step=4, max_prompt_len=128, max_new_tokens=64)
     config.optimizer.update(learning_rate=2e-5, warmup_steps=3)
     config.train.update(num_steps=20, eval_every=5, checkpoint_every=5)
-    config.eval.update(max_problems=100, max_new_tokens=16)
+    config.eval.update(max_problems=100, max_new_tokens=16, general_prompts=24)
 
 
 def _tiny(config: ml_collections.ConfigDict):
@@ -98,7 +98,7 @@ def _tiny(config: ml_collections.ConfigDict):
     config.rl.update(prompts_per_step=8, num_generations=4, max_prompt_len=64, max_new_tokens=8)
     config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
     config.train.update(num_steps=4, eval_every=2, checkpoint_every=2, log_samples=2)
-    config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8)
+    config.eval.update(max_problems=8, max_new_tokens=8, batch_size=8, general_prompts=2)
 
 
 def _qwen2_5_1_5b(config: ml_collections.ConfigDict):
@@ -113,7 +113,7 @@ def _qwen2_5_1_5b(config: ml_collections.ConfigDict):
                      max_new_tokens=4096, beta=0.001, num_mini_batches=8, num_micro_batches=4)
     config.optimizer.update(learning_rate=3e-6, warmup_steps=10)
     config.train.update(num_steps=400, eval_every=25, checkpoint_every=25)
-    config.eval.update(max_problems=500, max_new_tokens=4096, batch_size=64)
+    config.eval.update(max_problems=500, max_new_tokens=4096, batch_size=64, general_prompts=256)
     config.mesh.shape = {"data": 1, "fsdp": 8, "tensor": 1}
 
 

@@ -65,8 +65,8 @@ def get_config(arg: str = "greedy") -> ml_collections.ConfigDict:
     config.max_new_tokens = 512
     config.pass_ks = (1,)  # Unbiased pass@k' estimates to report, each k' <= k.
     config.batch_size = 64  # Completions decoded together.
-    # static | continuous: slots refilled as samples end (same completions; faster when lengths
-    # vary, e.g. k samples of reasoning traces). Continuous runs on one device (no mesh).
+    # static | continuous: batch_size slots refilled as samples end (same completions; faster
+    # when lengths vary, e.g. k samples of reasoning traces).
     config.batching = "static"
     config.seed = 0
     config.max_problems = config_dict.placeholder(int)  # None: every problem; 0: none.

@@ -235,4 +235,8 @@ def grpo_config(variant: str) -> ml_collections.ConfigDict:
     # Prompt sources of all-scenario RL (configs/all_scenario_rl.py): name -> {proportion, data,
     # rewards, rewards_params}; empty: config.data's prompts with config.rewards.
     config.mixture = ml_collections.ConfigDict()
+    # Held-out prompts of each mixture source scored by a reward model whose responses (eval
+    # sampling, rl.max_new_tokens) are scored at every evaluation: the RM rewards' curve with
+    # fixed prompts, beside the noisier rollout means. 0: none.
+    config.eval.general_prompts = 0
     return config

@@ -82,6 +82,15 @@ def test_tiny_run_logs_each_source_and_resumes_exactly_after_sigkill(tmp_path):
         assert row["reward/total"] == pytest.approx(total, abs=1e-5)
         assert "reward/helpfulness" not in row  # only per source: rows of others are not its
     assert "accuracy" in rows[0] and "accuracy" in rows[-1]
+    # Evaluations score fixed held-out general prompts with each source's reward model.
+    for row in (r for r in rows if "accuracy" in r):
+        for source, reward in (("helpful", "helpfulness"), ("harmless", "harmlessness")):
+            assert np.isfinite(row[f"eval_{source}/reward/{reward}"])
+            assert row[f"eval_{source}/reward"] == pytest.approx(
+                row[f"eval_{source}/reward/{reward}"], abs=1e-6)
+            assert 0 < row[f"eval_{source}/response_length"] <= config.rl.max_new_tokens
+            assert 0 <= row[f"eval_{source}/final_answer_empty"] <= 1
+        assert not any(k.startswith("eval_reasoning/") for k in row)  # rules: no RM
 
     kill_after_first_checkpoint_and_restart(CONFIG, straight, killed, env, *flags)
     assert _without_timings(_metrics(killed)) == _without_timings(rows)

@@ -404,11 +404,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             param_shardings=run_lib.state_shardings(state).params)
     recompute_old = recompute_old_logprobs(config)
     eval_records = held_out.problems(config)
+    general = held_out.general_problems(config)
     base_rng = jax.random.key(tc.seed)
 
     if step == 0:
-        run.writer.log(0, held_out.evaluate(run, policy_params(state.params, rl), eval_records),
-                       tc.num_steps)
+        params = policy_params(state.params, rl)
+        run.writer.log(0, {**held_out.evaluate(run, params, eval_records),
+                           **held_out.evaluate_general(run, params, general)}, tc.num_steps)
     metrics, watch = {}, metrics_lib.Stopwatch()
     while step < tc.num_steps:
         step += 1
@@ -462,7 +464,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         metrics.update(step_throughput(run.model_config, rollouts, sample_seconds,
                                        update_seconds, rl.num_iterations))
         if run_lib.is_due(step, tc.eval_every, tc.num_steps):
-            metrics.update(held_out.evaluate(run, policy_params(state.params, rl), eval_records))
+            params = policy_params(state.params, rl)
+            metrics.update(held_out.evaluate(run, params, eval_records))
+            metrics.update(held_out.evaluate_general(run, params, general))
             run.writer.samples(step, sample_rows(rollouts, tc.log_samples))
             metrics["eval_seconds"] = watch.lap()
         if run_lib.is_due(step, tc.log_every, tc.num_steps) or "accuracy" in metrics:

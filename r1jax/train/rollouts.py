@@ -230,11 +230,8 @@ def sample_and_score(run, params, records: list[dict], prompt_ids: list[list[int
 def score_by_source(config, records: list[dict], prompts: list[str], texts: list[str],
                     lengths: np.ndarray, finished: np.ndarray):
     """(total float32[N], failed bool[N], components {reward: float32[N]}, source int32[N]) of
-    N = len(records) × G rows: each row scored by its prompt source's rewards (rows of a
-    source that does not use a reward have NaN in its component).
-
-    The rewards see the records' own fields, and `question` (the text before templating: the
-    language reward's target language is the question's; a reward model's user turn).
+    N = len(records) × G rows: each row scored by its prompt source's rewards (`score_rows`;
+    rows of a source that does not use a reward have NaN in its component).
     """
     g = config.rl.num_generations
     sources = reward_sources(config)
@@ -247,18 +244,34 @@ def score_by_source(config, records: list[dict], prompts: list[str], texts: list
         if not mine:
             continue
         rows = (np.asarray(mine)[:, None] * g + np.arange(g)).reshape(-1)
-        ours = [records[i] for i in mine]
-        fields = {key: [r[key] for r in ours for _ in range(g)] for key in ours[0]
-                  if key not in ("question", "prompt", mixture_lib.SOURCE_KEY)}
-        fields["question"] = [data.prompt_text(r) for r in ours for _ in range(g)]
-        fields["completion_lengths"] = np.asarray(lengths)[rows].tolist()
-        fields["finished_by_stop"] = np.asarray(finished)[rows].tolist()
-        t, f, c = rewards_lib.score(specs, [prompts[i] for i in rows],
-                                    [texts[i] for i in rows], fields, params=params)
+        t, f, c = score_rows(specs, params, [records[i] for i in mine], g,
+                             [prompts[i] for i in rows], [texts[i] for i in rows],
+                             np.asarray(lengths)[rows], np.asarray(finished)[rows])
         total[rows], failed[rows], source[rows] = t, f, index
         for reward, scores in c.items():
             components[reward][rows] = scores
     return total, failed, components, source
+
+
+def score_rows(specs: dict, params: dict, records: list[dict], g: int, prompts: list[str],
+               texts: list[str], lengths: np.ndarray, finished: np.ndarray):
+    """`rewards_lib.score` of the G completions of each of `records` (rows record-major; prompt
+    texts as rendered, lengths int[N], finished bool[N]). The rewards see the records' fields
+    and `question` (the text before templating: the language reward's target language, a
+    reward model's user turn)."""
+    fields = {key: [r[key] for r in records for _ in range(g)] for key in records[0]
+              if key not in ("question", "prompt", mixture_lib.SOURCE_KEY)}
+    fields["question"] = [data.prompt_text(r) for r in records for _ in range(g)]
+    fields["completion_lengths"] = np.asarray(lengths).tolist()
+    fields["finished_by_stop"] = np.asarray(finished).tolist()
+    return rewards_lib.score(specs, prompts, texts, fields, params=params)
+
+
+def reward_model_sources(config) -> list[str]:
+    """The mixture's sources scored by at least one reward model (general prompts)."""
+    return [name for name, (specs, params, _) in reward_sources(config).items()
+            if config.mixture and any(rewards_lib.resolve(r, params.get(r))[0] == "reward_model"
+                                      for r in specs)]
 
 
 def source_metrics(config, rollouts: Rollouts) -> dict:
