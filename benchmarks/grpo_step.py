@@ -14,7 +14,8 @@ one optimisation pass (μ = 1) over the batch as one micro-batch.
   r1jax: `python -m launch.train --config=configs/r1_zero.py --workdir=TMP
          --config.train.num_steps=N --config.eval.max_problems=0`, in a subprocess; per-step
          seconds come from its TMP/metrics.jsonl (`seconds_per_step`: sampling, reward and update,
-         up to the update's results on the host; `sample_seconds`: sampling and reward).
+         up to the update's results on the host; `sample_seconds` + `reward_seconds`: sampling
+         and reward).
   TRL:   trl.GRPOTrainer with a matching GRPOConfig (per_device_train_batch_size=32 completions,
          gradient_accumulation_steps=1, so one generation batch of 4 prompts × 8 per optimizer
          step; loss_type "grpo" = sequence mean; scale_rewards "group"; no vLLM; use_cpu; no
@@ -30,7 +31,12 @@ step over r1jax's: above 1, r1jax is faster. Both sides sample, so their complet
 lengths: the work of a step) differ; each side's mean completion length is recorded. Writes
 benchmarks/results/grpo_step_cpu.json.
 
-  python benchmarks/grpo_step.py [--steps=6] [--torch_threads=2]
+With --model=tiny both sides train instead a random Llama of 4 layers, width 256 and SmolLM2's
+vocabulary and tokenizer (the same weights, saved once as a Hugging Face directory), on 8 prompts
+× 4 completions of at most 32 new tokens per step: a step whose compute is small, so what it
+measures is each framework's per-step overhead. Writes grpo_step_tiny_cpu.json.
+
+  python benchmarks/grpo_step.py [--model=smollm2|tiny] [--steps=6] [--torch_threads=2]
 """
 import copy
 import json
@@ -53,14 +59,44 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/ is a directory of the repository, not an installed package.
 from host import cpu_name, write_result  # noqa: E402 - benchmarks/host.py, beside this script.
 
+_MODEL = flags.DEFINE_enum("model", "smollm2", ["smollm2", "tiny"],
+                           "smollm2: the default R1-Zero config's model and shapes; tiny: a random "
+                           "4-layer, width-256 Llama with SmolLM2's vocabulary, 8 prompts x 4, 32 "
+                           "new tokens.")
 _STEPS = flags.DEFINE_integer("steps", 6, "Training steps per side; the first is warm-up.")
 _THREADS = flags.DEFINE_integer("torch_threads", os.cpu_count(), "PyTorch threads for TRL.")
 _OUTPUT = flags.DEFINE_string(
-        "output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               "grpo_step_cpu.json"),
-        "Where the JSON result goes.")
+        "output", None,
+        "Where the JSON result goes (default: benchmarks/results/grpo_step_cpu.json, "
+        "grpo_step_tiny_cpu.json with --model=tiny).")
 
 CONFIG = "configs/r1_zero.py"
+# --model=tiny: the shapes and step settings both sides use (config key -> value).
+TINY = {"rl.prompts_per_step": 8, "rl.num_generations": 4, "rl.max_new_tokens": 32}
+
+
+def tiny_model_dir(tokenizer_path: str, seed: int) -> str:
+    """A random Llama (4 layers, width 256, SmolLM2's vocabulary) and SmolLM2's tokenizer, saved
+    as a Hugging Face directory both sides load."""
+    import torch
+    import transformers
+    from r1jax.models import load_tokenizer
+    tokenizer = load_tokenizer(tokenizer_path)
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    path = tempfile.mkdtemp(prefix="grpo_step_tiny_")
+    transformers.LlamaForCausalLM(config).to(torch.float32).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def overrides(model_dir: str | None) -> dict:
+    """The config keys --model changes: none for smollm2; the tiny shapes and model dir."""
+    return {} if model_dir is None else {**TINY, "model.path": model_dir}
 
 
 def summary(seconds: list[float], rollout_seconds: list[float], lengths: list[float],
@@ -85,11 +121,12 @@ def summary(seconds: list[float], rollout_seconds: list[float], lengths: list[fl
 # r1jax: the trainer itself, in a subprocess.
 # ---------------------------------------------------------------------------------------------
 
-def run_r1jax(steps: int) -> dict:
+def run_r1jax(steps: int, changes: dict) -> dict:
     workdir = tempfile.mkdtemp(prefix="grpo_step_r1jax_")
     command = [sys.executable, "-m", "launch.train", f"--config={CONFIG}",
                f"--workdir={workdir}", f"--config.train.num_steps={steps}",
-               "--config.eval.max_problems=0"]
+               "--config.eval.max_problems=0",
+               *(f"--config.{key}={value}" for key, value in changes.items())]
     try:
         start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -106,10 +143,11 @@ def run_r1jax(steps: int) -> dict:
         raise RuntimeError(f"r1jax logged {len(rows)} training steps, expected {steps}")
     for r in rows:
         print(f"r1jax step {r['step']}: {r['seconds_per_step']:.2f} s "
-              f"(rollouts + reward {r['sample_seconds']:.2f} s), "
+              f"(rollouts + reward {r['sample_seconds'] + r['reward_seconds']:.2f} s), "
               f"mean length {r['completion_length']:.2f}, reward {r['reward_mean']:.3f}",
               flush=True)
-    result = summary([r["seconds_per_step"] for r in rows], [r["sample_seconds"] for r in rows],
+    result = summary([r["seconds_per_step"] for r in rows],
+                     [r["sample_seconds"] + r["reward_seconds"] for r in rows],
                      [r["completion_length"] for r in rows], [r["reward_mean"] for r in rows])
     shown = ["python"] + [("--workdir=TMP" if c == f"--workdir={workdir}" else c)
                           for c in command[1:]]
@@ -150,6 +188,8 @@ def trainable_model(path: str):
     """
     import torch
     import transformers
+    if os.path.isdir(path):  # --model=tiny's directory: a plain float32 model already.
+        return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     gguf = transformers.AutoModelForCausalLM.from_pretrained(
             os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
     config = copy.deepcopy(gguf.config)
@@ -271,19 +311,31 @@ def main(_):
     if steps < 2:
         raise app.UsageError("--steps must be at least 2 (the first is warm-up)")
     config = r1_zero.get_config()
+    model_dir = (tiny_model_dir(config.model.path, config.train.seed) if _MODEL.value == "tiny"
+                 else None)
+    changes = overrides(model_dir)
+    for key, value in changes.items():
+        section, name = key.split(".")
+        config[section][name] = value
     rl = config.rl
     load = [os.getloadavg()[0]]
 
-    print(f"r1jax: {steps} steps of {CONFIG} ...", flush=True)
-    ours = run_r1jax(steps)
-    load.append(os.getloadavg()[0])
-    print(f"TRL {trl.__version__}: {steps} steps with {threads} torch threads ...", flush=True)
-    peer, records, token_ids = run_trl(config, steps, threads)
-    load.append(os.getloadavg()[0])
+    try:
+        print(f"r1jax: {steps} steps of {CONFIG} {changes} ...", flush=True)
+        ours = run_r1jax(steps, changes)
+        load.append(os.getloadavg()[0])
+        print(f"TRL {trl.__version__}: {steps} steps with {threads} torch threads ...", flush=True)
+        peer, records, token_ids = run_trl(config, steps, threads)
+        load.append(os.getloadavg()[0])
+    finally:
+        if model_dir is not None:
+            shutil.rmtree(model_dir, ignore_errors=True)
 
     ratio = peer["median_seconds_per_step"] / ours["median_seconds_per_step"]
     result = {
-            "benchmark": "grpo_step", "model": os.path.basename(config.model.path),
+            "benchmark": "grpo_step",
+            "model": ("random Llama: 4 layers, width 256, 4 heads (2 KV), SmolLM2 vocabulary"
+                      if model_dir else os.path.basename(config.model.path)),
             "dtype": "float32",
             "device": f"cpu: {cpu_name()}, {os.cpu_count()} cores",
             "load_average_before_between_after": load,
@@ -291,7 +343,9 @@ def main(_):
                          "transformers": transformers.__version__, "trl": trl.__version__,
                          "python": platform.python_version()},
             "settings": {
-                    "config": CONFIG, "data": config.data.name,
+                    "config": CONFIG, "overrides": {k: v for k, v in changes.items()
+                                                    if k != "model.path"},
+                    "data": config.data.name,
                     "template": config.data.template,
                     "prompts_per_step": rl.prompts_per_step,
                     "num_generations": rl.num_generations,
@@ -338,7 +392,9 @@ def main(_):
           f"{result['ratio_rollout_and_reward']:.2f}x, update {result['ratio_update']:.2f}x")
     print(f"load average before / between / after: "
           f"{' / '.join(f'{x:.2f}' for x in load)}")
-    write_result(result, _OUTPUT.value)
+    write_result(result, _OUTPUT.value or os.path.join(
+        ROOT, "benchmarks", "results",
+        "grpo_step_tiny_cpu.json" if model_dir else "grpo_step_cpu.json"))
 
 
 if __name__ == "__main__":

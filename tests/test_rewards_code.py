@@ -206,9 +206,11 @@ def test_pool_throughput(sandbox):
         assert code.run_program(program, tests, limits, mode, python).passed == 1
     one = (time.monotonic() - start) / 2
     start = time.monotonic()
-    results = code.run_many([program] * 64, [tests] * 64, limits, mode, python, workers=32)
+    # 16 workers, not 32: on a 2-core machine busy with other tests, 32 interpreters starting at
+    # once failed some runs (seen once in a full suite; the statuses below say how if it recurs).
+    results = code.run_many([program] * 64, [tests] * 64, limits, mode, python, workers=16)
     many = time.monotonic() - start
-    assert all(r.passed == 1 for r in results)
+    assert all(r.passed == 1 for r in results), [r.status for r in results if r.passed != 1]
     assert many < 0.4 * 64 * one, (many, one)
 
 
