@@ -53,7 +53,7 @@ def base_config(stage: str, variant: str) -> ml_collections.ConfigDict:
 
 def model_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        path="",             # HF directory or .gguf; empty: random init of `preset`
+        path="",             # HF directory, .gguf or r1jax workdir; empty: random init of `preset`
         preset="",           # r1jax.models.PRESETS name, used when path is empty
         tokenizer="",        # defaults to path
         vocab_size=0,        # >0 overrides the preset's (a tiny model with a real tokenizer)

@@ -18,9 +18,9 @@ import time
 from absl import flags
 
 from launch import cli
-from launch.evaluate import checkpoint_location, load_model
 from r1jax.errors import UserError
 from r1jax.models import convert, convert_lora
+from r1jax.models.policy import checkpoint_location, load_model
 from r1jax.models.tokenizer import load_tokenizer
 
 FLAGS = flags.FLAGS

@@ -21,10 +21,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import cli
-from r1jax import checkpoint, models, rewards
+from r1jax import rewards
 from r1jax.errors import UserError
 from r1jax.data import builders, jsonl
 from r1jax.eval import evaluate as evaluation
+from r1jax.models.policy import load_model
 
 FLAGS = flags.FLAGS
 
@@ -66,49 +67,6 @@ def load_problems(data: str, reward: str, data_dir: str | None = None, split: st
     if data_dir is None:
         raise ValueError(f"--data={data} is not a file, so it names a prepared data set: pass --data_dir too")
     return list(builders.load(data, data_dir, split))
-
-
-def checkpoint_location(path: str) -> tuple[str, int | None] | None:
-    """(workdir, step) when `path` is an r1jax workdir (step None: newest) or WORKDIR/checkpoints/STEP."""
-    if os.path.isdir(os.path.join(path, checkpoint.CHECKPOINT_DIR)):
-        return path, None
-    parent, step = os.path.split(os.path.normpath(path))
-    if os.path.basename(parent) == checkpoint.CHECKPOINT_DIR and step.isdigit():
-        return os.path.dirname(parent), int(step)
-    return None
-
-
-def load_model(path: str, tokenizer_path: str | None = None):
-    """Loads the model and tokenizer that --model and --tokenizer name.
-
-    Returns:
-      (model config, params, tokenizer, step): step is the checkpoint step for a workdir, else None.
-
-    Raises:
-      FileNotFoundError: the path, or a checkpoint in a workdir, does not exist.
-      ValueError: a workdir or checkpoint without tokenizer_path.
-    """
-    location = checkpoint_location(path)
-    if location is None:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--model={path} does not exist: expected a Hugging Face model directory, "
-                                    "a .gguf file, an r1jax workdir or WORKDIR/checkpoints/STEP")
-        config, params = models.load_pretrained(path)
-        return config, params, models.load_tokenizer(tokenizer_path or path), None
-    workdir, step = location
-    saved_tokenizer = os.path.join(workdir, checkpoint.TOKENIZER_DIR)
-    if tokenizer_path is None and os.path.isdir(saved_tokenizer):
-        tokenizer_path = saved_tokenizer
-    if tokenizer_path is None:
-        raise ValueError(f"--model={path}: the workdir has no {checkpoint.TOKENIZER_DIR}/ (written by "
-                         "launch/train.py): pass --tokenizer (the model directory or .gguf file training "
-                         "started from)")
-    step = checkpoint.latest_step(workdir) if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"--model={path}: the workdir has no complete checkpoint in "
-                                f"{os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}")
-    config, params = checkpoint.restore_params(workdir, step)  # Names the available steps if `step` is absent.
-    return config, params, models.load_tokenizer(tokenizer_path), step
 
 
 def format_table(summary: dict) -> str:

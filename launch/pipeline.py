@@ -69,8 +69,8 @@ def export_model(source: str, target: str) -> str:
 def loadable(path: str, stage_directory: str) -> str:
     """A model path the trainers load (HF directory or .gguf): an r1jax workdir given as a
     model is exported into the stage's directory first."""
-    from launch.evaluate import checkpoint_location
-    if checkpoint_location(path) is None:
+    from r1jax.models import policy
+    if policy.checkpoint_location(path) is None:
         return path
     return export_model(path, os.path.join(stage_directory, "input_model"))
 
@@ -294,12 +294,12 @@ def _evaluate_model(config, path: str, cache: dict, held_out: dict, rms: dict) -
     """`cache` with the missing metric groups of the model at `path` added."""
     import jax
 
-    from launch import evaluate
     from r1jax import sharding
+    from r1jax.models import policy
     from r1jax.pipeline import evaluation
     cache, missing = dict(cache), missing_groups(cache, rms)
     if missing & {"math", "general_responses"}:
-        model_config, params, tokenizer, _ = evaluate.load_model(path)
+        model_config, params, tokenizer, _ = policy.load_model(path)
         mesh = sharding.make_mesh({"fsdp": jax.device_count()}, jax.devices())
         rules = sharding.DEFAULT_RULES
         params = sharding.shard_params(model_config, params, mesh, rules)

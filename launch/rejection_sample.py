@@ -81,12 +81,11 @@ def check_workdir(config, workdir: str, is_main: bool):
 
 def load_model(model_config):
     """(ModelConfig, params (numpy or None: initialise), tokenizer, checkpoint step)."""
-    from launch import evaluate
     from r1jax import models
     if not model_config.path:
         config, params, tokenizer = models.load_policy(model_config)
         return config, params, tokenizer, None
-    config, params, tokenizer, step = evaluate.load_model(model_config.path, model_config.tokenizer or None)
+    config, params, tokenizer, step = models.policy.load_model(model_config.path, model_config.tokenizer or None)
     config = config.replace(dtype=model_config.dtype)
     if model_config.max_seq_len:
         config = config.replace(max_seq_len=model_config.max_seq_len)
@@ -126,8 +125,8 @@ def build_runner(config, mesh, rules):
         return engine.ShardRunner(config, model)
     judge_model = (model_config, params, tokenizer)
     if config.judge.model:
-        from launch import evaluate
-        j_config, j_params, j_tokenizer, _ = evaluate.load_model(config.judge.model,
+        from r1jax.models import policy
+        j_config, j_params, j_tokenizer, _ = policy.load_model(config.judge.model,
                                                                  config.judge.tokenizer or None)
         judge_model = (j_config, _place(j_config, j_params, mesh, rules, 0), j_tokenizer)
     complete = judge.model_completer(*judge_model, max_new_tokens=config.judge.max_new_tokens,

@@ -10,6 +10,7 @@ import pytest
 
 from launch import evaluate as launcher
 from r1jax import models
+from r1jax.models import policy
 from tests.test_eval import byte_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,7 @@ def test_missing_data_file_unknown_reward_and_data_set_without_data_dir(tmp_path
 
 def test_a_model_path_that_does_not_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        launcher.load_model(str(tmp_path / "no_such_model"))
+        policy.load_model(str(tmp_path / "no_such_model"))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def workdir(tmp_path_factory):
 
 
 def test_a_workdir_gives_its_newest_checkpoint(workdir):
-    config, params, tokenizer, step = launcher.load_model(workdir["workdir"], workdir["tokenizer"])
+    config, params, tokenizer, step = policy.load_model(workdir["workdir"], workdir["tokenizer"])
     assert step == 2 and config == workdir["config"]
     jax.tree.map(np.testing.assert_array_equal, params, workdir["params"][2])
     assert len(tokenizer) == config.vocab_size
@@ -90,13 +91,29 @@ def test_a_workdir_gives_its_newest_checkpoint(workdir):
 
 def test_a_checkpoint_step_is_read_or_refused(workdir):
     path = os.path.join(workdir["workdir"], "checkpoints", "1")
-    _, params, _, step = launcher.load_model(path, workdir["tokenizer"])
+    _, params, _, step = policy.load_model(path, workdir["tokenizer"])
     assert step == 1
     jax.tree.map(np.testing.assert_array_equal, params, workdir["params"][1])
     with pytest.raises(FileNotFoundError, match=r"step 7 not found.*available steps: \[1, 2\]"):
-        launcher.load_model(os.path.join(workdir["workdir"], "checkpoints", "7"), workdir["tokenizer"])
+        policy.load_model(os.path.join(workdir["workdir"], "checkpoints", "7"), workdir["tokenizer"])
     with pytest.raises(ValueError, match="pass --tokenizer"):
-        launcher.load_model(workdir["workdir"])
+        policy.load_model(workdir["workdir"])
+
+
+def test_a_trainer_starts_from_a_workdir(workdir):
+    """config.model.path may name a workdir (or one of its checkpoints), as a stage's config
+    takes the stage before it: its params, with the section's settings (dtype) applied."""
+    from configs import common
+    section = common.model_config()
+    section.update(path=os.path.join(workdir["workdir"], "checkpoints", "1"),
+                   tokenizer=workdir["tokenizer"], dtype="bfloat16")
+    config, params, tokenizer = models.load_policy(section)
+    assert config.dtype == "bfloat16" and config.num_layers == workdir["config"].num_layers
+    jax.tree.map(np.testing.assert_array_equal, params, workdir["params"][1])
+    assert len(tokenizer) == config.vocab_size
+    section.update(path=workdir["workdir"], tokenizer="")
+    with pytest.raises(ValueError, match="model.tokenizer"):  # this workdir saved no tokenizer
+        models.load_policy(section)
 
 
 def run_launcher(*flags):

@@ -12,8 +12,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import cold_start_sft
-from launch import evaluate as evaluate_launcher
 from r1jax import checkpoint
+from r1jax.models import policy
 from r1jax.train import sft
 from tests.test_checkpoint import flip_bytes, params_data_file, truncate
 from tests.test_two_process_train import sigkill_when
@@ -139,7 +139,7 @@ def test_grpo_run_logs_rewards_accuracy_and_samples(tmp_path):
     with open(tmp_path / "w" / "samples.jsonl") as f:
         assert {"prompt", "completion", "reward"} <= set(json.loads(f.readline()))
     # The workdir alone is enough to evaluate: newest checkpoint, the tokenizer saved beside it.
-    config, _, tokenizer, step = evaluate_launcher.load_model(str(tmp_path / "w"))
+    config, _, tokenizer, step = policy.load_model(str(tmp_path / "w"))
     assert step == rows[-1]["step"] and len(tokenizer) == config.vocab_size
 
 
