@@ -1,5 +1,6 @@
 """The code-execution reward and its sandbox, against a hostile test suite, in every mode
 that works on this machine (namespace: needs root and unshare; rlimit: the fallback)."""
+import fcntl
 import os
 import socket
 import sys
@@ -42,8 +43,22 @@ def _fenced(program):
     return f"<think>I will write it.</think>\n<answer>\n```python\n{program}\n```\n</answer>"
 
 
+def _uid_claimed(uid: int) -> bool:
+    """Whether a run holds `uid` now (its lock, as `code._claimed_uid` takes it)."""
+    fd = os.open(os.path.join(code._lock_dir(), f"{uid}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _sandbox_processes():
-    """Pids of live processes owned by the sandbox uids."""
+    """Pids of live processes owned by a sandbox uid that no run holds: survivors of a finished
+    run. (A run cleans its uid up before it releases it; a run of another pytest-xdist worker
+    holds its uid while its processes live.)"""
     uids = range(code.UID_BASE, code.UID_BASE + code.UID_SLOTS)
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -52,7 +67,7 @@ def _sandbox_processes():
                 uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
-        if uid in uids:
+        if uid in uids and not _uid_claimed(uid):
             found.append(pid)
     return found
 
@@ -168,10 +183,13 @@ def test_hostile_suite(sandbox, tmp_path, monkeypatch):
     marker = f"escape_{secret}"
     for directory in [*targets, tempfile.gettempdir()] if mode == "namespace" else targets:
         assert not os.path.exists(os.path.join(directory, marker)), directory
-    deadline = time.monotonic() + 2  # A PID namespace is torn down asynchronously.
-    while _sandbox_processes() and time.monotonic() < deadline:
+    # A PID namespace is torn down asynchronously, after its run released its uid: a survivor is
+    # a process still there after 2 s (another xdist worker's runs keep finishing meanwhile).
+    survivors, deadline = set(_sandbox_processes()), time.monotonic() + 2
+    while survivors and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _sandbox_processes(), "sandboxed processes outlived their run"
+        survivors &= set(_sandbox_processes())
+    assert not survivors, "sandboxed processes outlived their run"
     new_dirs = {d for d in set(os.listdir(tempfile.gettempdir())) - leftovers_before
                 if d.startswith("r1jax_sandbox_")}
     assert not new_dirs
