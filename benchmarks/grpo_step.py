@@ -33,8 +33,8 @@ benchmarks/results/grpo_step_cpu.json.
 
 With --model=tiny both sides train instead a random Llama of 4 layers, width 256 and SmolLM2's
 vocabulary and tokenizer (the same weights, saved once as a Hugging Face directory), on 8 prompts
-× 4 completions of at most 32 new tokens per step: a step whose compute is small, so what it
-measures is each framework's per-step overhead. Writes grpo_step_tiny_cpu.json.
+× 4 completions of at most 32 new tokens per step: a small model, whose 49k-vocabulary output
+head is most of the step's compute. Writes grpo_step_tiny_cpu.json.
 
   python benchmarks/grpo_step.py [--model=smollm2|tiny] [--steps=6] [--torch_threads=2]
 """

@@ -24,16 +24,17 @@ def load_policy(model_section) -> tuple[ModelConfig, object, object]:
                  "lora": lora_from_section(model_section.lora), "remat": model_section.remat,
                  "attention_impl": model_section.attention_impl}
     tokenizer = None
-    if model_section.path and checkpoint_location(model_section.path) is not None:
-        config, params, tokenizer, _ = load_model(model_section.path,
-                                                  model_section.tokenizer or None)
-        if config.lora is not None:  # Its params are base and adapters, not a base to adapt.
-            raise ValueError(f"model.path={model_section.path} is a LoRA run's workdir: export it "
-                             "merged first (python -m launch.convert --input=WORKDIR --output=DIR) "
-                             "and start from DIR.")
-        config = config.replace(**overrides)
-    elif model_section.path:
-        config, params = load_pretrained_numpy(model_section.path)
+    if model_section.path:
+        if checkpoint_location(model_section.path) is None:
+            config, params = load_pretrained_numpy(model_section.path)
+        else:
+            config, params, tokenizer, _ = load_model(model_section.path,
+                                                      model_section.tokenizer or None)
+            if config.lora is not None:  # Its params are base and adapters, not a base to adapt.
+                raise ValueError(
+                    f"model.path={model_section.path} is a LoRA run's workdir: export it merged "
+                    "first (python -m launch.convert --input=WORKDIR --output=DIR) and start "
+                    "from DIR.")
         config = config.replace(**overrides)
     else:
         if model_section.vocab_size:

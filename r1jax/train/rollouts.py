@@ -155,12 +155,10 @@ def cut_at_stop_strings(out: sampling.SampleOutput, tokenizer,
                        finished_by_stop=np.asarray(out.finished_by_stop) | cut.stopped)
 
 
-BATCHING = sampling.BATCHING
-
-
 def validate_batching(rl, mesh_batch: int) -> None:
     """Start-up checks of rl.batching and rl.num_slots (continuous batching's decode slots)."""
-    run_lib.require(rl.batching in BATCHING, "rl.batching", rl.batching, f"one of {BATCHING}")
+    run_lib.require(rl.batching in sampling.BATCHING, "rl.batching", rl.batching,
+                    f"one of {sampling.BATCHING}")
     run_lib.require(isinstance(rl.num_slots, int) and rl.num_slots >= 0, "rl.num_slots",
                     rl.num_slots, "an integer >= 0 (0: one slot per rollout of a step)")
     if rl.batching == "continuous":
@@ -269,9 +267,10 @@ def score_rows(specs: dict, params: dict, records: list[dict], g: int, prompts: 
 
 def reward_model_sources(config) -> list[str]:
     """The mixture's sources scored by at least one reward model (general prompts)."""
+    if not config.mixture:
+        return []
     return [name for name, (specs, params, _) in reward_sources(config).items()
-            if config.mixture and any(rewards_lib.resolve(r, params.get(r))[0] == "reward_model"
-                                      for r in specs)]
+            if any(rewards_lib.resolve(r, params.get(r))[0] == "reward_model" for r in specs)]
 
 
 def source_metrics(config, rollouts: Rollouts) -> dict:
