@@ -214,22 +214,22 @@ def test_results_report_limits(sandbox):
     assert (results["partial"].passed, results["partial"].total) == (2, 4)
 
 
-def test_pool_throughput(sandbox):
-    """64 runs through the pool take well under 64 times one run."""
+def test_pool_runs_overlap(sandbox):
+    """8 sleeping runs on 8 workers take well under 8 times one run: the pool runs them at once.
+
+    The runs sleep 3 s so that the bound holds on a busy 2-core machine: interpreter start-up is
+    CPU work that cores bound, sleeping is not (a CI run with 64 x 0.5 s runs was CPU-bound)."""
     mode, python = sandbox
-    program, tests = "import time\ntime.sleep(0.5)", ["pass"]
-    limits = code.Limits(timeout_s=10)
+    program, tests = "import time\ntime.sleep(3)", ["pass"]
+    limits = code.Limits(timeout_s=20)
     start = time.monotonic()
-    for _ in range(2):
-        assert code.run_program(program, tests, limits, mode, python).passed == 1
-    one = (time.monotonic() - start) / 2
+    assert code.run_program(program, tests, limits, mode, python).passed == 1
+    one = time.monotonic() - start
     start = time.monotonic()
-    # 16 workers, not 32: on a 2-core machine busy with other tests, 32 interpreters starting at
-    # once failed some runs (seen once in a full suite; the statuses below say how if it recurs).
-    results = code.run_many([program] * 64, [tests] * 64, limits, mode, python, workers=16)
+    results = code.run_many([program] * 8, [tests] * 8, limits, mode, python, workers=8)
     many = time.monotonic() - start
     assert all(r.passed == 1 for r in results), [r.status for r in results if r.passed != 1]
-    assert many < 0.4 * 64 * one, (many, one)
+    assert many < 0.5 * 8 * one, (many, one)
 
 
 def test_sandbox_error_is_a_reward_error():
