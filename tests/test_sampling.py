@@ -71,6 +71,31 @@ def test_cached_decoding_matches_full_forward(model):
                                    atol=LOGIT_TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_deepseek_v3", "tiny_qwen3_moe"])
+def test_unstacked_layers_compute_the_same_model(name):
+    """The decode loop's per-layer params (`unstack_layers`) are the same model as the stacks:
+    dense, MLA with dense-then-MoE stacks, and MoE; without a cache, and through one."""
+    config = models.preset(name)
+    params = models.init_params(config, jax.random.key(2))
+    unstacked = models.unstack_layers(config, params)
+    stacks = [stack for stack, _, _ in models.transformer.layer_stacks(config)]
+    assert not set(stacks) & set(unstacked)
+    assert sum(name.rsplit("_", 1)[0] in stacks for name in unstacked) == config.num_layers
+    tokens, lengths = sampling.pad_prompts(PROMPTS, 24)
+    positions, segment_ids = sampler.prompt_positions(jnp.asarray(lengths), 24)
+    forward = jax.jit(models.forward, static_argnums=0)
+    np.testing.assert_allclose(forward(config, unstacked, tokens, positions, segment_ids)[0],
+                               forward(config, params, tokens, positions, segment_ids)[0],
+                               atol=1e-5, rtol=0)
+    prefill = jax.jit(sampler.prefill, static_argnums=(0, 4))
+    step = jax.jit(sampler.decode_step, static_argnums=0)
+    fed = np.arange(len(PROMPTS), dtype=np.int32) + 7
+    outs = [step(config, p, fed, lengths, prefill(config, p, tokens, lengths, 26)[1])
+            for p in (params, unstacked)]
+    for a, b in zip(*(jax.tree.leaves(out) for out in outs)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
 GREEDY = dict(max_new_tokens=8)
 # Several tests share these settings, so their sampler compiles once.
 SAMPLED = dict(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.95, n=4)

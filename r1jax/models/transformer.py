@@ -98,6 +98,7 @@ class Transformer(nn.Module):
 
     config: ModelConfig
     cache_window: Optional[int] = None
+    unstacked: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, mask: jax.Array,
@@ -120,6 +121,16 @@ class Transformer(nn.Module):
         if cfg.remat != "none":
             block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
         for name, length, moe in layer_stacks(cfg):
+            if self.unstacked:
+                per_layer = []
+                for i in range(length):
+                    (x, kv, layer), stats = block(cfg, self.cache_window, moe, name=f"{name}_{i}")(
+                        (x, kv, layer), positions, mask, cache_index, token_valid)
+                    per_layer.append(stats)
+                if moe:
+                    self.sow("intermediates", "router_stats",
+                             jax.tree.map(lambda *s: jnp.stack(s), *per_layer))
+                continue
             stack = nn.scan(
                 block, variable_axes={"params": 0},
                 split_rngs={"params": True, lora.DROPOUT_RNG: True},
@@ -142,6 +153,27 @@ class Transformer(nn.Module):
         logits = head_logits(x, head.astype(cfg.dtype))
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits, kv
+
+
+def unstack_layers(config: ModelConfig, params) -> dict:
+    """params with each scanned stack [L, ...] split into L per-layer trees ("layers_0", ...).
+
+    `forward` takes either form. The sampler's decode loop uses this one: inside a loop over
+    stacked layers XLA:CPU copies every layer's weights out of the stack at every step (a
+    dynamic slice feeding a library matmul is materialised), doubling the weight traffic that
+    bounds decoding; per-layer buffers are read in place.
+    """
+    out = {name: value for name, value in params.items()
+           if name not in {stack for stack, _, _ in layer_stacks(config)}}
+    for name, length, _ in layer_stacks(config):
+        for i in range(length):
+            out[f"{name}_{i}"] = jax.tree.map(lambda x, i=i: x[i], params[name])
+    return out
+
+
+def is_unstacked(config: ModelConfig, params) -> bool:
+    """Whether params come from `unstack_layers` (per-layer trees) rather than stacks."""
+    return f"{layer_stacks(config)[0][0]}_0" in params
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
@@ -201,7 +233,7 @@ def _apply(config: ModelConfig, params, tokens, positions, segment_ids, cache, l
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     check_attention_backend(config)
-    model = Transformer(config, cache_window)
+    model = Transformer(config, cache_window, unstacked=is_unstacked(config, params))
     mutable = ["intermediates"] if collect_router_stats else False
     rngs = {} if dropout_rng is None else {lora.DROPOUT_RNG: dropout_rng}
     if cache is None:

@@ -153,6 +153,7 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
     cache_len = slots.cache["k"].shape[2]
     stops = sampler.stop_array(stop_tokens)
     rows = jnp.arange(num_slots)
+    params = sampler.decode_params(config, params)
 
     def unfinished(carry):
         i, slots = carry

@@ -124,6 +124,18 @@ def decode_step(config: models.ModelConfig, params, tokens: jax.Array, positions
     return logits[:, 0], cache
 
 
+def decode_params(config: models.ModelConfig, params):
+    """The params the decode loop reads: per-layer trees on CPU (`models.unstack_layers`),
+    the stacks elsewhere.
+
+    XLA:CPU copies each layer's weights out of the stack at every decoding step (13% of a
+    SmolLM2 decoding step, batch 16, on a 2-core EPYC); splitting the stacks once per call
+    costs one copy. Accelerators fuse the slice into the matmul, and a second copy of the
+    weights would only cost them memory.
+    """
+    return models.unstack_layers(config, params) if jax.default_backend() == "cpu" else params
+
+
 def decode_windows(prompt_width: int, max_new_tokens: int,
                    first: Optional[int]) -> tuple[tuple[int, int], ...]:
     """The decode loop's static segments: ((last step, attention window), ...).
@@ -222,6 +234,7 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, prompt_id
         sampled_logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
         lengths=jnp.zeros((rows,), jnp.int32), done=jnp.zeros((rows,), bool),
         stopped=jnp.zeros((rows,), bool), cache=cache)
+    params = decode_params(config, params)
     record = functools.partial(_record, keys=strategies.sample_keys(rng, prompt_ids, n),
                                strategy=strategy, stop_tokens=stop_array(stop_tokens),
                                limits=limits)

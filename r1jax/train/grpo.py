@@ -81,14 +81,10 @@ def sequence_inputs(prompt_tokens, prompt_lengths, completions, completion_mask)
 
 def completion_logits(model_config, params, batch: Rollouts) -> tuple[jax.Array, object]:
     """(float32[N, C, V] logits predicting each completion token, the MoE router's stats or
-    None)."""
-    tokens, positions, segments = sequence_inputs(
-        batch.prompt_tokens, batch.prompt_lengths, batch.completions, batch.mask)
-    p = batch.prompt_tokens.shape[1]
-    # The logits at position t predict token t + 1: completion token j comes from P - 1 + j.
-    logits, stats = transformer.forward_with_router_stats(model_config, params, tokens, positions,
-                                                          segments, logits_start=p - 1)
-    return logits[:, :-1], stats
+    None). Only the C positions that predict a completion token are projected onto the
+    vocabulary (the last position, which predicts nothing, would be 1/(C+1) more head work)."""
+    hidden, stats = completion_hidden(model_config, params, batch)
+    return transformer.head_logits(hidden, transformer.output_head(model_config, params)), stats
 
 
 def completion_hidden(model_config, params, batch: Rollouts) -> tuple[jax.Array, object]:
