@@ -131,6 +131,10 @@ def train_config() -> ml_collections.ConfigDict:
         checkpoint_every=50,
         keep_checkpoints=3,
         nan_policy="stop",       # stop | skip
+        # jax.profiler trace of steps profile_start .. profile_start + profile_steps - 1 into
+        # WORKDIR/profile (TensorBoard's profile plugin or Perfetto); 0 steps: no trace.
+        profile_start=2,
+        profile_steps=0,
     ))
 
 

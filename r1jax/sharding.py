@@ -330,13 +330,15 @@ def activation_rules(mesh: Mesh, rules: Sequence[Sequence[Any]] = DEFAULT_RULES)
 
 
 def sharded_jit(fn: Callable, mesh: Mesh, rules: Sequence[Sequence[Any]], in_shardings: Any,
-                out_shardings: Any, donate_argnums: Union[int, Sequence[int]] = ()):
+                out_shardings: Any, donate_argnums: Union[int, Sequence[int]] = (),
+                compiler_options: Optional[dict] = None):
     """`jax.jit` with explicit in/out shardings whose tracing happens under the logical rules.
 
     The returned function is a plain jitted function (`.lower`, `.trace` work) and may be called
     from anywhere: the rules and the (abstract) mesh are entered inside the traced function,
     because `jax.set_mesh` is not allowed under jit. Donate the train state with
-    `donate_argnums=0` so its buffers are reused for the new state.
+    `donate_argnums=0` so its buffers are reused for the new state. compiler_options: XLA
+    options of this compilation only (`jax.jit`'s).
     """
     rules = validate_rules(rules, mesh)
 
@@ -346,4 +348,4 @@ def sharded_jit(fn: Callable, mesh: Mesh, rules: Sequence[Sequence[Any]], in_sha
             return fn(*args)
 
     return jax.jit(traced, in_shardings=in_shardings, out_shardings=out_shardings,
-                   donate_argnums=donate_argnums)
+                   donate_argnums=donate_argnums, compiler_options=compiler_options)

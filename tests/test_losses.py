@@ -117,6 +117,27 @@ def test_sft_loss_matches_manual_cross_entropy():
     np.testing.assert_allclose(entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_and_entropy_in_one_pass_match_numpy(temperature):
+    """The trainers' one-pass log-probs and entropy against float64
+    numpy, with the gradient of Σ log p against the softmax formula onehot - p."""
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(3, 4, 50)) * 4).astype(np.float32)
+    targets = rng.integers(0, 50, (3, 4))
+    logp, entropy = logprobs.token_logprobs_and_entropy(jnp.asarray(logits), jnp.asarray(targets),
+                                                        temperature)
+    scaled = logits.astype(np.float64) / temperature
+    ref_logp = scaled - np.log(np.exp(scaled).sum(-1, keepdims=True))
+    p = np.exp(ref_logp)
+    np.testing.assert_allclose(logp, np.take_along_axis(ref_logp, targets[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(entropy, -(p * ref_logp).sum(-1), rtol=1e-5, atol=1e-5)
+    grad = jax.grad(lambda x: logprobs.token_logprobs_and_entropy(
+        x, jnp.asarray(targets), temperature)[0].sum())(jnp.asarray(logits))
+    onehot = np.eye(50)[targets]
+    np.testing.assert_allclose(grad, (onehot - p) / temperature, rtol=1e-4, atol=1e-5)
+
+
 def test_shape_annotations_are_checked_in_the_tests():
     """conftest's jaxtyping hook: a [B, T] loss input of the wrong length is refused by name."""
     from jaxtyping import TypeCheckError

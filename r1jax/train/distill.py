@@ -282,6 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = {}
     while step < tc.num_steps:
         step += 1
+        run_lib.trace_steps(run, step)
         watch = metrics_lib.Stopwatch()
         if mode == "logits":
             batch = run_lib.global_batch(run, rows.take(np.asarray(next(iterator))))

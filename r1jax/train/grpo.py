@@ -104,8 +104,7 @@ def completion_logprobs(model_config, params, batch: Rollouts,
     the sampling temperature: the policy the rollouts came from, whose logprobs the sampler
     returned as π_old (as TRL and verl do, so the first update's ratio is exactly 1)."""
     logits = logprobs_lib.tempered(completion_logits(model_config, params, batch)[0], temperature)
-    return (logprobs_lib.token_logprobs(logits, batch.completions),
-            logprobs_lib.token_entropy(logits))
+    return logprobs_lib.token_logprobs_and_entropy(logits, batch.completions)
 
 
 def micro_batch_weights(mask: jax.Array, aggregation: str) -> jax.Array:
@@ -136,8 +135,7 @@ def grpo_update(state: run_lib.TrainState, batch: Rollouts, *, model_config, opt
         else:
             logits, router = completion_logits(model_config, params, mb)
         logits = logprobs_lib.tempered(logits, rl.sampling.temperature)
-        logprobs = logprobs_lib.token_logprobs(logits, mb.completions)
-        entropy = logprobs_lib.token_entropy(logits)
+        logprobs, entropy = logprobs_lib.token_logprobs_and_entropy(logits, mb.completions)
         is_weights, is_metrics = None, {}
         if rl.is_correction != "none":
             is_weights, is_metrics = importance_lib.correction_weights(
@@ -410,6 +408,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, watch = {}, metrics_lib.Stopwatch()
     while step < tc.num_steps:
         step += 1
+        run_lib.trace_steps(run, step)
         host_seconds = watch.lap()  # the last step's logging and checkpointing
         if rl.beta > 0 and rl.ref_update_every and (step - 1) % rl.ref_update_every == 0:
             state = run_lib.refreshed_reference(state)

@@ -158,6 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = {}
     while step < tc.num_steps:
         step += 1
+        run_lib.trace_steps(run, step)
         watch = metrics_lib.Stopwatch()
         batch = train_pairs.take(np.asarray(next(iterator)))
         state, m = update(state, run_lib.global_batch(run, batch))

@@ -103,6 +103,10 @@ def validate_common(config: ml_collections.ConfigDict):
             config.optimizer.learning_rate, "a float > 0")
     require(config.train.num_steps >= 1, "train.num_steps", config.train.num_steps,
             "an integer >= 1")
+    require(config.train.profile_start >= 1, "train.profile_start", config.train.profile_start,
+            "an integer >= 1 (step 1 compiles; 2 is the first step worth a trace)")
+    require(config.train.profile_steps >= 0, "train.profile_steps", config.train.profile_steps,
+            "an integer >= 0 (0: no trace)")
     require(bool(config.model.path or config.model.preset), "model.path", config.model.path,
             "a HF directory or .gguf file (or set model.preset for a random init)")
     validate_lora(config)
@@ -331,8 +335,34 @@ def save(run: Run, state: TrainState, step: int, iterator, *, force: bool = Fals
     run.checkpointer.save(step, _items(state), meta, force=force)
 
 
+_tracing = False  # jax.profiler's trace is process-wide state, so is whether it runs.
+
+
+def trace_steps(run: Run, step: int) -> None:
+    """Called as each step begins: starts jax.profiler's trace into WORKDIR/profile at step
+    train.profile_start and stops it train.profile_steps steps later (the trace covers whole
+    steps: sampling, rewards, the update and the host work between them)."""
+    global _tracing
+    first, count = run.config.train.profile_start, run.config.train.profile_steps
+    if count and step == first and not _tracing:
+        jax.profiler.start_trace(os.path.join(run.workdir, "profile"))
+        _tracing = True
+        log.info("Tracing steps %d-%d into %s/profile", first, first + count - 1, run.workdir)
+    elif _tracing and step >= first + count:
+        stop_trace()
+
+
+def stop_trace() -> None:
+    global _tracing
+    if _tracing:
+        jax.profiler.stop_trace()
+        _tracing = False
+
+
 def finish(run: Run, state: TrainState, step: int, iterator):
-    """Saves the last step if it was not, waits for the writes, closes the writers."""
+    """Saves the last step if it was not, waits for the writes, closes the writers (and stops
+    a trace still running)."""
+    stop_trace()
     if run.checkpointer.latest_step() != step:
         save(run, state, step, iterator, force=True)
     run.checkpointer.wait()
@@ -341,6 +371,16 @@ def finish(run: Run, state: TrainState, step: int, iterator):
 
 
 # ----------------------------------------------------------------------------- compiled functions
+
+
+def train_compiler_options(mesh: jax.sharding.Mesh) -> Optional[dict]:
+    """XLA options of the train steps: on CPU, YNNPACK takes only the matmuls. Its fusions of
+    exponentials into reductions over the vocabulary (the loss's log-sum-exp and entropy) ran
+    several times slower than XLA's own loops: a quarter of a small model's GRPO update
+    (benchmarks/grpo_step.py --model=tiny, 2-core EPYC). No options elsewhere."""
+    if mesh.devices.flat[0].platform != "cpu":
+        return None
+    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
 def jit_update(run: Run, state: TrainState, update: Callable, *,
@@ -360,7 +400,8 @@ def jit_update(run: Run, state: TrainState, update: Callable, *,
                                                                   frozen_shardings)
     return sharding.sharded_jit(update, run.mesh, run.rules, in_shardings=inputs,
                                 out_shardings=(shardings, sharding.replicated(run.mesh)),
-                                donate_argnums=0)
+                                donate_argnums=0,
+                                compiler_options=train_compiler_options(run.mesh))
 
 
 def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False,
@@ -373,7 +414,8 @@ def jit_forward(run: Run, fn: Callable, *, replicated_output: bool = False,
     out = sharding.replicated(run.mesh) if replicated_output else batch
     params = run.param_shardings if param_shardings is None else param_shardings
     return sharding.sharded_jit(fn, run.mesh, run.rules,
-                                in_shardings=(params, batch), out_shardings=out)
+                                in_shardings=(params, batch), out_shardings=out,
+                                compiler_options=train_compiler_options(run.mesh))
 
 
 def global_batch(run: Run, local_batch):

@@ -158,6 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = {}
     while step < tc.num_steps:
         step += 1
+        run_lib.trace_steps(run, step)
         watch = metrics_lib.Stopwatch()
         indices = next(iterator)
         batch = rows.take(np.asarray(indices))
