@@ -196,15 +196,17 @@ def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cach
     def decode_fn(window):
         return functools.partial(decode, chunk=chunk, window=window, **settings)
 
+    options = sampler.compiler_options(mesh)
     if mesh is None:
-        return (jax.jit(empty), jax.jit(refill_fn, donate_argnums=1),
-                functools.cache(lambda window: jax.jit(decode_fn(window), donate_argnums=1)))
+        jit = functools.partial(jax.jit, donate_argnums=1, compiler_options=options)
+        return (jax.jit(empty), jit(refill_fn),
+                functools.cache(lambda window: jit(decode_fn(window))))
     slots = slot_shardings(config, mesh, rules, num_slots, cache_len)
     params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
 
     def compile_(fn, inputs):
         return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=slots,
-                                    donate_argnums=1 if inputs else ())
+                                    donate_argnums=1 if inputs else (), compiler_options=options)
 
     return (compile_(empty, ()), compile_(refill_fn, (params, slots) + (host,) * 5),
             functools.cache(lambda window: compile_(decode_fn(window), (params, slots, host))))
