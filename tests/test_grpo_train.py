@@ -115,6 +115,8 @@ def test_select_groups_keeps_groups_with_a_signal():
     ("rl.prompts_per_step", 3, "rl.prompts_per_step=3"),
     ("rl.prompts_per_step", 4, "multiple of the mesh"),
     ("train.nan_policy", "ignore", "stop"),
+    ("train.profile_steps", -1, "train.profile_steps=-1"),
+    ("train.profile_start", 0, "train.profile_start=0"),
     ("rl.batching", "dynamic", "rl.batching='dynamic'"),
     ("rl.num_slots", -1, "rl.num_slots=-1"),
 ])

@@ -129,8 +129,11 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_redone_from_the_on
 
 
 def test_grpo_run_logs_rewards_accuracy_and_samples(tmp_path):
-    subprocess.run(_command("configs/r1_zero.py:tiny", tmp_path / "w"), cwd=ROOT,
+    subprocess.run(_command("configs/r1_zero.py:tiny", tmp_path / "w",
+                            "--config.train.profile_steps=1"), cwd=ROOT,
                    env=_env(tmp_path / "data"), check=True, timeout=600, capture_output=True)
+    # train.profile_steps=1: step 2's jax.profiler trace, one file, in WORKDIR/profile.
+    assert len(list((tmp_path / "w" / "profile").rglob("*.xplane.pb"))) == 1
     rows = _metrics(tmp_path / "w")
     assert "accuracy" in rows[0] and "accuracy" in rows[2] and "accuracy" in rows[-1]
     for key in ("reward_mean", "reward/math_accuracy", "kl", "clip_high", "entropy",
