@@ -155,8 +155,10 @@ class Transformer(nn.Module):
         return logits, kv
 
 
-def unstack_layers(config: ModelConfig, params) -> dict:
-    """params with each scanned stack [L, ...] split into L per-layer trees ("layers_0", ...).
+def unstack_layers(config: ModelConfig, params, take=lambda x, i: x[i]) -> dict:
+    """params with each scanned stack [L, ...] split into L per-layer trees ("layers_0", ...);
+    take(leaf, i) gives layer i of a stacked leaf (default: x[i]; a tree of shardings passes
+    one that drops the layer axis).
 
     `forward` takes either form. The sampler's decode loop uses this one: inside a loop over
     stacked layers XLA:CPU copies every layer's weights out of the stack at every step (a
@@ -167,7 +169,7 @@ def unstack_layers(config: ModelConfig, params) -> dict:
            if name not in {stack for stack, _, _ in layer_stacks(config)}}
     for name, length, _ in layer_stacks(config):
         for i in range(length):
-            out[f"{name}_{i}"] = jax.tree.map(lambda x, i=i: x[i], params[name])
+            out[f"{name}_{i}"] = jax.tree.map(lambda x, i=i: take(x, i), params[name])
     return out
 
 

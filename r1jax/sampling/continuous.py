@@ -153,7 +153,6 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
     cache_len = slots.cache["k"].shape[2]
     stops = sampler.stop_array(stop_tokens)
     rows = jnp.arange(num_slots)
-    params = sampler.decode_params(config, params)
 
     def unfinished(carry):
         i, slots = carry
@@ -185,13 +184,16 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
 @functools.cache
 def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
               max_new_tokens):
-    """The jitted empty-slots, refill, and decode for one static setting (decode: a function
-    of the attention window giving its program); the slots are donated so the cache is updated
-    in place. With a mesh every input and output has a declared sharding: the slots'
+    """The jitted empty-slots, refill, decode and decode-params programs for one static setting
+    (decode: a function of the attention window giving its program); the slots are donated so
+    the cache is updated in place. Decode reads `sampler.decode_params` (per-layer weights on
+    CPU), made once per `sample_prompts` call by the last program rather than at every return
+    to the host. With a mesh every input and output has a declared sharding: the slots'
     (`slot_shardings`), the params', and the host inputs replicated."""
     settings = dict(config=config, strategy=strategy, stop_tokens=stop_tokens)
     empty = functools.partial(empty_slots, config, num_slots, cache_len, max_new_tokens)
     refill_fn = functools.partial(refill, **settings)
+    decode_params = functools.partial(sampler.decode_params, config)
 
     def decode_fn(window):
         return functools.partial(decode, chunk=chunk, window=window, **settings)
@@ -200,16 +202,19 @@ def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cach
     if mesh is None:
         jit = functools.partial(jax.jit, donate_argnums=1, compiler_options=options)
         return (jax.jit(empty), jit(refill_fn),
-                functools.cache(lambda window: jit(decode_fn(window))))
+                functools.cache(lambda window: jit(decode_fn(window))), jax.jit(decode_params))
     slots = slot_shardings(config, mesh, rules, num_slots, cache_len)
     params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
+    unstacked = sampler.decode_params_shardings(config, params)
 
-    def compile_(fn, inputs):
-        return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=slots,
-                                    donate_argnums=1 if inputs else (), compiler_options=options)
+    def compile_(fn, inputs, outputs=slots):
+        return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=outputs,
+                                    donate_argnums=1 if len(inputs) > 1 else (),
+                                    compiler_options=options)
 
     return (compile_(empty, ()), compile_(refill_fn, (params, slots) + (host,) * 5),
-            functools.cache(lambda window: compile_(decode_fn(window), (params, slots, host))))
+            functools.cache(lambda window: compile_(decode_fn(window), (unstacked, slots, host))),
+            compile_(decode_params, (params,), unstacked))
 
 
 def _rows(count: int, num_slots: int) -> int:
@@ -261,8 +266,9 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
     windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
                                                     sampler.DECODE_WINDOW)]
-    empty_fn, refill_fn, decode_fn = _programs(config, strategy, stop_tokens, chunk, mesh, rules,
-                                               num_slots, cache_len, max_new_tokens)
+    empty_fn, refill_fn, decode_fn, decode_params_fn = _programs(
+        config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len, max_new_tokens)
+    decode_params = decode_params_fn(params)
     keys = np.asarray(jax.random.key_data(
         strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)))
     total = len(prompts) * n
@@ -295,7 +301,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         threshold = min(refill_at, len(waiting)) if waiting else num_slots
-        slots = decode_fn(_window(windows, needed))(params, slots, np.int32(threshold))
+        slots = decode_fn(_window(windows, needed))(decode_params, slots, np.int32(threshold))
         done, step, start = sharding.all_rows((slots.done, slots.step, slots.start))
         progress = start + step
         finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]

@@ -133,7 +133,19 @@ def decode_params(config: models.ModelConfig, params):
     costs one copy. Accelerators fuse the slice into the matmul, and a second copy of the
     weights would only cost them memory.
     """
-    return models.unstack_layers(config, params) if jax.default_backend() == "cpu" else params
+    if jax.default_backend() != "cpu" or models.transformer.is_unstacked(config, params):
+        return params
+    return models.unstack_layers(config, params)
+
+
+def decode_params_shardings(config: models.ModelConfig, param_shardings):
+    """The shardings of `decode_params`' tree, from the stacked params' NamedShardings: each
+    layer keeps its stack's sharding without the layer axis."""
+    if jax.default_backend() != "cpu":
+        return param_shardings
+    drop_layer_axis = lambda s, _: jax.sharding.NamedSharding(
+        s.mesh, jax.sharding.PartitionSpec(*s.spec[1:]))
+    return models.unstack_layers(config, param_shardings, take=drop_layer_axis)
 
 
 def compiler_options(mesh: Optional[jax.sharding.Mesh]) -> Optional[dict]:
