@@ -51,13 +51,7 @@ def apply_gradients(loss_fn: Callable, state, batch, weights: jax.Array, *,
         return jax.tree.map(jnp.add, grads, g), (loss, metrics)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    if num_micro_batches == 1:
-        # No loop for one micro-batch: inside a while loop XLA:CPU fuses the loss's reductions
-        # over the vocabulary into library calls that took a quarter of a small model's update.
-        grads, (loss, metrics) = accumulate(zeros, jax.tree.map(lambda x: x[0], (micro, weights)))
-        losses, metrics = loss[None], jax.tree.map(lambda x: x[None], metrics)
-    else:
-        grads, (losses, metrics) = jax.lax.scan(accumulate, zeros, (micro, weights))
+    grads, (losses, metrics) = jax.lax.scan(accumulate, zeros, (micro, weights))
     metrics = {k: reduce_metric(k, v, weights) for k, v in metrics.items()}
     loss = (losses * weights).sum()
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
