@@ -47,6 +47,19 @@ def test_continuous_matches_static_with_more_samples_than_slots(llama, static):
     _assert_same(continuous, static)
 
 
+@pytest.mark.parametrize("preset", ["tiny_deepseek_v3", "tiny_qwen3_moe"])
+def test_continuous_matches_static_for_other_caches_and_layer_stacks(preset):
+    """MLA caches a latent and a RoPE key instead of k and v; MoE models have two layer stacks."""
+    config = models.preset(preset)
+    params = models.init_params(config, jax.random.key(2))
+    settings = dict(SAMPLED, max_new_tokens=BUDGETS[:4], n=2)
+    static = sampling.generate(config, params, PROMPTS[:4], batch_size=8, **settings)
+    continuous = sampling.generate(config, params, PROMPTS[:4], batch_size=3,
+                                   batching="continuous", **settings)
+    assert len({len(t) for t in static.tokens}) > 2
+    _assert_same(continuous, static)
+
+
 def test_a_sample_drawn_alone_is_the_same(llama, static):
     """sample_batch on one prompt, with its id, gives what both batchings gave for it."""
     config, params = llama

@@ -53,7 +53,8 @@ class Slots:
     """The device state of S decode slots (M = max_new_tokens, C = cache slots per row).
 
     Attributes:
-      cache: models cache with "k", "v" [L, S, C, K, D], "valid" bool[S, C], "index" int32[S].
+      cache: models cache with per-layer entries [L, S, C, ...] ("k", "v" [L, S, C, K, D], or
+        MLA's "latent", "k_rope"), "valid" bool[S, C], "index" int32[S].
       keys: key[S] the slot's sample key (`strategies.sample_keys`).
       start: int32[S] cache column of the slot's first new token (its prompt's padded width).
       prompt_length: int32[S] real prompt tokens (the first new token's position).
@@ -115,7 +116,7 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
     """
     keys = jax.random.wrap_key_data(key_data)
     rows, width = prompts.shape
-    cache_len = slots.cache["k"].shape[2]
+    cache_len = slots.cache["valid"].shape[1]
     logits, cache = sampler.prefill(config, params, prompts, lengths, cache_len)
     token, logprob, sampled, stopped = sampler.choose(
         logits, keys, 0, jnp.ones((rows,), bool), strategy, sampler.stop_array(stop_tokens))
@@ -126,7 +127,8 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
 
     max_new = slots.tokens.shape[1]
     return Slots(
-        cache={"k": put(slots.cache["k"], cache["k"], 1), "v": put(slots.cache["v"], cache["v"], 1),
+        cache={**{name: put(slots.cache[name], new, 1) for name, new in cache.items()
+                  if name not in ("valid", "index")},  # Per-layer entries: [L, S, ...].
                "valid": put(slots.cache["valid"], cache["valid"]),
                "index": put(slots.cache["index"], jnp.full((rows,), width, jnp.int32))},
         keys=put(slots.keys, keys), start=put(slots.start, jnp.full((rows,), width, jnp.int32)),
@@ -150,7 +152,7 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
     every active slot's tokens for the whole chunk (start + step + chunk - 1 <= window).
     """
     num_slots, max_new = slots.tokens.shape
-    cache_len = slots.cache["k"].shape[2]
+    cache_len = slots.cache["valid"].shape[1]
     stops = sampler.stop_array(stop_tokens)
     rows = jnp.arange(num_slots)
 
