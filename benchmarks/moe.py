@@ -37,8 +37,8 @@ SMALL = dict(vocab_size=49152, hidden_size=256, intermediate_size=768, num_hidde
 def cache_bytes_per_token(config: models.ModelConfig, dtype: str = "bfloat16") -> int:
     """Bytes the sampler's cache takes per token (all layers), in `dtype`."""
     shapes = jax.eval_shape(lambda: models.init_cache(config, 1, 1, dtype))
-    return sum(x.size * x.dtype.itemsize for name, x in shapes.items()
-               if name not in ("valid", "index"))
+    return sum(x.size * x.dtype.itemsize
+               for x in models.transformer.layer_entries(shapes).values())
 
 
 def same_width_attention(config: models.ModelConfig, kv_heads: int) -> models.ModelConfig:

@@ -49,7 +49,8 @@ def test_continuous_matches_static_with_more_samples_than_slots(llama, static):
 
 @pytest.mark.parametrize("preset", ["tiny_deepseek_v3", "tiny_qwen3_moe"])
 def test_continuous_matches_static_for_other_caches_and_layer_stacks(preset):
-    """MLA caches a latent and a RoPE key instead of k and v; MoE models have two layer stacks."""
+    """DeepSeek-V3: an MLA cache (a latent and a RoPE key instead of k and v) and two layer
+    stacks (dense, then MoE); Qwen3-MoE: k and v beside MoE layers."""
     config = models.preset(preset)
     params = models.init_params(config, jax.random.key(2))
     settings = dict(SAMPLED, max_new_tokens=BUDGETS[:4], n=2)

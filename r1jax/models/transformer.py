@@ -114,8 +114,7 @@ class Transformer(nn.Module):
         if token_valid is None:
             token_valid = jnp.ones(tokens.shape, bool)
 
-        kv = None if cache is None else {name: value for name, value in cache.items()
-                                         if name not in ("valid", "index")}
+        kv = None if cache is None else layer_entries(cache)
         layer = jnp.zeros((), jnp.int32)
         block = DecoderLayer
         if cfg.remat != "none":
@@ -187,6 +186,12 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
     causal = jnp.tril(jnp.ones((t, t), dtype=bool))
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     return causal[None] & same & (segment_ids[:, None, :] != 0)
+
+
+def layer_entries(cache: dict) -> dict:
+    """The per-layer entries [L, B, ...] of a cache from `init_cache` (k and v, or MLA's latent
+    and k_rope), without the rows' valid and index."""
+    return {name: value for name, value in cache.items() if name not in ("valid", "index")}
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int,

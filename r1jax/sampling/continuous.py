@@ -127,8 +127,8 @@ def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits:
 
     max_new = slots.tokens.shape[1]
     return Slots(
-        cache={**{name: put(slots.cache[name], new, 1) for name, new in cache.items()
-                  if name not in ("valid", "index")},  # Per-layer entries: [L, S, ...].
+        cache={**{name: put(slots.cache[name], new, 1)
+                  for name, new in models.transformer.layer_entries(cache).items()},
                "valid": put(slots.cache["valid"], cache["valid"]),
                "index": put(slots.cache["index"], jnp.full((rows,), width, jnp.int32))},
         keys=put(slots.keys, keys), start=put(slots.start, jnp.full((rows,), width, jnp.int32)),
