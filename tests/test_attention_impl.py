@@ -35,3 +35,34 @@ def test_kernel_on_the_wrong_backend_is_refused(impl, backend):
 def test_unknown_attention_impl_is_refused():
     with pytest.raises(ValueError, match="model.attention_impl='flash'.*xla, cudnn, splash"):
         models.preset("tiny_llama", attention_impl="flash")
+
+
+def _numpy_attention(q, k, v, mask):
+    """Softmax attention by hand: q [B, T, H, D], k/v [B, S, K, D], query head h reading kv head
+    h // (H / K), mask bool[B, T, S]."""
+    b, t, h, d = q.shape
+    group = h // k.shape[2]
+    out = np.zeros(q.shape, np.float64)
+    for row in range(b):
+        for query in range(t):
+            for head in range(h):
+                keys, values = k[row, :, head // group], v[row, :, head // group]
+                scores = keys @ q[row, query, head] / np.sqrt(d)
+                scores = np.where(mask[row, query], scores, -np.inf)
+                weights = np.exp(scores - scores.max())
+                out[row, query, head] = weights / weights.sum() @ values
+    return out
+
+
+def test_single_query_attention_matches_softmax_attention_by_hand():
+    """The decode loop's form (block-diagonal queries against keys with the heads side by side)
+    is grouped-query attention: each query head reads only its own kv head."""
+    b, s, heads, kv_heads, d = 3, 11, 6, 3, 8
+    q, k, v = (np.asarray(jax.random.normal(key, shape)) for key, shape in zip(
+        jax.random.split(jax.random.key(4), 3),
+        ((b, 1, heads, d), (b, s, kv_heads, d), (b, s, kv_heads, d))))
+    mask = np.random.default_rng(0).random((b, 1, s)) < 0.7
+    mask[:, :, 0] = True  # Every row attends to something.
+    flat = lambda x: jnp.asarray(x.reshape(b, s, kv_heads * d))
+    out = attention.single_query_attention(jnp.asarray(q), flat(k), flat(v), jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(out), _numpy_attention(q, k, v, mask), atol=1e-5)

@@ -131,3 +131,25 @@ def test_sample_continuous_on_a_mesh_matches_sample_batch(llama):
 def test_bad_batching_settings(llama, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sampling.generate(*llama, PROMPTS, max_new_tokens=4, **kwargs)
+
+
+def test_a_prompt_is_prefilled_once_for_all_its_samples():
+    """The prompt store: samples start at different times (here 3 samples of each prompt, 4
+    slots freeing one or two at a time), yet each prompt is prefilled once, and a row that a
+    starting sample still needs is never overwritten."""
+    from r1jax.sampling import continuous
+    prompts = [[1, 2], [3], [4, 5, 6], [7]]
+    prefilled, rows_of = [], {}
+
+    def store_fn(params, slots, tokens, lengths, store_rows):
+        for row, length, prompt_row in zip(tokens.tolist(), lengths.tolist(), store_rows):
+            if prompt_row < 4:  # Not padding.
+                prefilled.append(row[len(row) - length:])
+                rows_of[int(prompt_row)] = row[len(row) - length:]
+        return slots
+
+    stored = {}
+    for starting in ([0, 0, 0, 1], [1], [1, 2], [2], [2, 3], [3, 3]):
+        _, stored = continuous._store(store_fn, None, None, prompts, starting, stored, 4, 4)
+        assert all(rows_of[stored[p]] == prompts[p] for p in starting)
+    assert prefilled == prompts

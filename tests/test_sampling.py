@@ -96,6 +96,42 @@ def test_unstacked_layers_compute_the_same_model(name):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_deepseek_v3", "tiny_qwen3_moe"])
+def test_per_layer_cache_decodes_the_same_model(name):
+    """The CPU decode layout (per-layer weights, a per-layer cache exactly a window wide, and
+    `single_query_attention`) gives the stacked path's logits, and writes back into the stacked
+    cache what the stacked path wrote: dense, MLA and MoE."""
+    config = models.preset(name)
+    params = models.init_params(config, jax.random.key(3))
+    unstacked = models.unstack_layers(config, params)
+    tokens, lengths = sampling.pad_prompts(PROMPTS, 24)
+    _, cache = jax.jit(sampler.prefill, static_argnums=(0, 4))(config, params, tokens, lengths, 40)
+    width = 28  # Room for the 4 steps below, narrower than the cache's 40 columns.
+    per_layer = models.transformer.per_layer_cache(cache, width)
+    assert all(len(entry) == config.num_layers and entry[0].shape[:2] == (len(PROMPTS), width)
+               for entry in models.transformer.layer_entries(per_layer).values())
+    step = jax.jit(sampler.decode_step, static_argnums=(0, 5))
+    stacked = cache
+    for t in range(4):
+        fed = np.arange(len(PROMPTS), dtype=np.int32) + 7 * t
+        expected, stacked = step(config, params, fed, lengths + t, stacked, width)
+        logits, per_layer = step(config, unstacked, fed, lengths + t, per_layer, None)
+        np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
+    back = models.transformer.stacked_cache(per_layer, cache)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(stacked)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_per_layer_cache_widens_with_empty_columns():
+    config = models.preset("tiny_llama")
+    cache = {**models.init_cache(config, 2, 6), "valid": jnp.ones((2, 6), bool)}
+    cache["k"] = cache["k"] + 1.0
+    wide = models.transformer.per_layer_cache(models.transformer.per_layer_cache(cache, 4), 9)
+    assert wide["valid"].shape == (2, 9)
+    assert bool(wide["valid"][:, :4].all()) and not bool(wide["valid"][:, 4:].any())
+    assert float(wide["k"][0][:, :4].min()) == 1.0 and float(abs(wide["k"][0][:, 4:]).max()) == 0
+
+
 GREEDY = dict(max_new_tokens=8)
 # Several tests share these settings, so their sampler compiles once.
 SAMPLED = dict(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.95, n=4)

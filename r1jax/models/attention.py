@@ -70,24 +70,72 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.
     return heads_first(out)
 
 
-def write_layer(cache: jax.Array, new: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
-    """Writes new [B, T, K, D] into cache [L, B, S, K, D] at [layer, b, index : index + T].
+def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                           mask: jax.Array) -> jax.Array:
+    """`dot_product_attention` for decoding (T = 1), reading keys and values in the cache's own
+    [B, S, K, D] layout.
 
+    The einsum form batches over (row, kv head), which XLA:CPU feeds with a transposed copy of
+    the whole cache window per layer and step: most of a long decode step. Here each query head
+    sits in its kv head's block of an otherwise zero K * D vector, so one [H, K*D] x [K*D, S]
+    matmul per row scores every head against the keys as stored, and one [H, S] x [S, K*D]
+    matmul gathers the values. That multiplies K times the products, which decoding, bound by
+    reading the cache, does not notice; the prefill's long queries keep the einsum.
+
+    Args: q [B, T, H, D]; k, v [B, S, K * D], the kv heads side by side (`read_layer`'s
+    per-layer layout); mask bool[B, T, S]. Returns [B, T, H, D] in q's dtype.
+    """
+    b, t, h, d = q.shape
+    s, kv_heads = k.shape[1], k.shape[2] // d
+    blocks = jnp.eye(kv_heads, dtype=q.dtype)
+    q = jnp.einsum("btkgd,kj->btkgjd", q.reshape(b, t, kv_heads, h // kv_heads, d), blocks)
+    scores = jnp.einsum("bqe,bse->bqs", q.reshape(b, t * h, kv_heads * d), k,
+                        preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, :, None, :], scores.reshape(b, t, h, s) / jnp.sqrt(jnp.float32(d)),
+                       _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, t * h, s)
+    out = jnp.einsum("bqs,bse->bqe", probs, v)
+    out = jnp.einsum("btkgjd,kj->btkgd",
+                     out.reshape(b, t, kv_heads, h // kv_heads, kv_heads, d), blocks)
+    return out.reshape(b, t, h, d)
+
+
+def write_layer(cache, new: jax.Array, layer, index: jax.Array):
+    """Writes new [B, T, K, D] into one layer of the cache at [b, index : index + T].
+
+    cache: [L, B, S, K, D] (layer: int32[]), or a tuple of L arrays [B, S, K * D], the decode
+    layout of `transformer.per_layer_cache` (layer: a Python int), returned as a new tuple.
     index: int32[] (the batch shares one write position) or int32[B] (each row its own, as in
     continuous batching; writes past the cache's end are dropped).
     """
+    if isinstance(cache, tuple):
+        rows = _write_rows(cache[layer], new.reshape(new.shape[:2] + (-1,)), index)
+        return cache[:layer] + (rows,) + cache[layer + 1:]
+    return _write_rows(cache, new, index, layer)
+
+
+def _write_rows(cache: jax.Array, new: jax.Array, index: jax.Array, layer=None) -> jax.Array:
+    """`write_layer` into [B, S, ...], or into layer `layer` of [L, B, S, ...]."""
     new = new.astype(cache.dtype)
+    lead = () if layer is None else (layer,)
     if index.ndim == 0:
         zero = jnp.zeros((), jnp.int32)
-        return jax.lax.dynamic_update_slice(cache, new[None], (layer, zero, index, zero, zero))
+        new = new if layer is None else new[None]
+        return jax.lax.dynamic_update_slice(cache, new,
+                                            lead + (zero, index) + (zero,) * (new.ndim - 2 - len(lead)))
     rows = jnp.arange(new.shape[0])[:, None]
-    return cache.at[layer, rows, index[:, None] + jnp.arange(new.shape[1])].set(new, mode="drop")
+    slots = index[:, None] + jnp.arange(new.shape[1])
+    return cache.at[lead + (rows, slots)].set(new, mode="drop")
 
 
-def read_layer(cache: jax.Array, layer: jax.Array, window: Optional[int], dtype) -> jax.Array:
-    """The first `window` slots (all when None) of one layer of cache [L, B, S, K, D]."""
-    window = window or cache.shape[2]
-    return jax.lax.dynamic_index_in_dim(cache, layer, keepdims=False)[:, :window].astype(dtype)
+def read_layer(cache, layer, window: Optional[int], dtype) -> jax.Array:
+    """The first `window` slots (all when None) of one layer of the cache (see `write_layer`):
+    [B, W, K, D] from a stacked cache, [B, W, K * D] from a per-layer one. The per-layer layout
+    keeps the heads flat because a reshape between a step's cache write and the attention
+    matmul made XLA:CPU duplicate the write, and copy the layer's cache, at every step."""
+    layer_cache = (cache[layer] if isinstance(cache, tuple)
+                   else jax.lax.dynamic_index_in_dim(cache, layer, keepdims=False))
+    return layer_cache[:, :window].astype(dtype)
 
 
 class Attention(nn.Module):
@@ -124,10 +172,11 @@ class Attention(nn.Module):
                  layer: Optional[jax.Array] = None):
         """x: [B, T, E]; positions: int32[B, T]; mask: bool[B, T, S].
 
-        With a cache ({"k", "v"}: [L, B, S, K, D], all layers) this layer's new keys/values are
-        written in place at [layer, :, cache_index : cache_index + T] (cache_index int32[] or
-        int32[B], see `write_layer`) and attention runs over
-        the layer's first cache_window slots (all S by default); returns the updated cache.
+        With a cache ({"k", "v"}: [L, B, S, K, D], all layers, or per-layer tuples: see
+        `write_layer`) this layer's new keys/values are written in place at
+        [layer, :, cache_index : cache_index + T] (cache_index int32[] or int32[B]) and attention
+        runs over the layer's first cache_window slots (all S by default); returns the updated
+        cache.
         """
         cfg = self.config
         x = x.astype(cfg.dtype)
@@ -143,6 +192,7 @@ class Attention(nn.Module):
         k = apply_rope(k, positions, inv_freq, factor)
         q = nn.with_logical_constraint(q, ("batch", "length", "q_heads", "head_dim"))
 
+        per_layer_cache = cache is not None and isinstance(cache["k"], tuple)
         if cache is not None:
             cache = {name: write_layer(cache[name], new, layer, cache_index)
                      for name, new in (("k", k), ("v", v))}
@@ -153,7 +203,12 @@ class Attention(nn.Module):
             out = cudnn_attention(q, k, v, mask)
         elif cache is None and cfg.attention_impl == "splash":
             out = splash_attention(q, k, v, mask)  # `forward` passes segment ids as the mask.
+        elif per_layer_cache and x.shape[1] == 1:
+            # The per-layer layout is the CPU decode loop's, where the einsum's copies dominate.
+            out = single_query_attention(q, k, v, mask)
         else:
+            if per_layer_cache:
+                k, v = (a.reshape(a.shape[:2] + (cfg.num_kv_heads, cfg.head_dim)) for a in (k, v))
             out = dot_product_attention(q, k, v, mask)
         o_kernel = annotated_param(self, "o_kernel", (cfg.num_heads, cfg.head_dim, cfg.embed_dim),
                                    ("q_heads", "head_dim", "embed"), cfg.param_dtype)

@@ -125,7 +125,9 @@ class MLA(nn.Module):
                             (m.kv_lora_rank, cfg.num_heads, m.qk_nope_head_dim + m.v_head_dim),
                             ("kv_lora", "q_heads", "head_dim"))
         attend = absorbed_attention if x.shape[1] == 1 else expanded_attention
-        out = attend(q_nope, q_rope, latent[:, :, 0], k_rope[:, :, 0],
+        # [B, S, 1, C] from the stacked cache or the current tokens, [B, S, C] per layer.
+        flat = lambda x: x.reshape(x.shape[:2] + (-1,))
+        out = attend(q_nope, q_rope, flat(latent), flat(k_rope),
                      kv_up[..., :m.qk_nope_head_dim], kv_up[..., m.qk_nope_head_dim:], mask,
                      softmax_scale(cfg))
         o_kernel = self._param("o_kernel", (cfg.num_heads, m.v_head_dim, cfg.embed_dim),

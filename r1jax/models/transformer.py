@@ -115,9 +115,12 @@ class Transformer(nn.Module):
             token_valid = jnp.ones(tokens.shape, bool)
 
         kv = None if cache is None else layer_entries(cache)
-        layer = jnp.zeros((), jnp.int32)
+        # Per-layer weights index a per-layer cache (`per_layer_cache`) with Python ints. They are
+        # the decode layout (`sampler.decode_params`): nothing differentiates through them, so
+        # they need no remat, whose tracing would turn the index into an array.
+        layer = 0 if self.unstacked else jnp.zeros((), jnp.int32)
         block = DecoderLayer
-        if cfg.remat != "none":
+        if cfg.remat != "none" and not self.unstacked:
             block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
         for name, length, moe in layer_stacks(cfg):
             if self.unstacked:
@@ -192,6 +195,37 @@ def layer_entries(cache: dict) -> dict:
     """The per-layer entries [L, B, ...] of a cache from `init_cache` (k and v, or MLA's latent
     and k_rope), without the rows' valid and index."""
     return {name: value for name, value in cache.items() if name not in ("valid", "index")}
+
+
+def per_layer_cache(cache: dict, width: int) -> dict:
+    """The cache in the CPU decode layout: each per-layer entry a tuple of L arrays
+    [B, width, K * D] (heads side by side: see `attention.read_layer`), `valid` bool[B, width];
+    columns past the old width are empty, and columns past `width` are dropped (the caller knows
+    no token there is needed).
+
+    XLA:CPU copies a layer out of a stacked cache, and a window out of a layer, before the
+    attention matmuls, at every decoding step; arrays of exactly the window's width are read in
+    place. Accepts a stacked cache (`init_cache`) or one already per layer (widening it).
+    """
+    def fit(x):  # [B, S, ...] -> [B, width, ...]
+        if x.shape[1] >= width:
+            return x[:, :width]
+        return jnp.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+
+    entries = {name: tuple(fit(layer).reshape(layer.shape[0], width, -1) for layer in value)
+               for name, value in layer_entries(cache).items()}
+    return {**cache, **entries, "valid": fit(cache["valid"])}
+
+
+def stacked_cache(cache: dict, into: dict) -> dict:
+    """A `per_layer_cache` written back into the first columns of the stacked cache `into`
+    (the rest of `into` kept), with the per-layer cache's write index."""
+    width = cache["valid"].shape[1]
+    entries = {name: into[name].at[:, :, :width].set(
+                   jnp.stack(value).reshape(into[name].shape[:2] + (width,) + into[name].shape[3:]))
+               for name, value in layer_entries(cache).items()}
+    return {**into, **entries, "valid": into["valid"].at[:, :width].set(cache["valid"]),
+            "index": cache["index"]}
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int,

@@ -4,9 +4,11 @@ A static batch decodes until its longest completion ends, so with lengths that v
 rows idle once the short answers finish. Here samples (prompt i, sample j) wait in a queue and
 a short host loop drives two jitted programs of static shapes:
 
-    refill   the next waiting samples' prompts are prefilled (R rows, R a power of two, all at
-             the longest prompt's bucket width) straight into the free slots' rows of the
-             cache, and their first token is drawn
+    store    the next waiting samples' prompts not prefilled yet are (U rows, U a power of
+             two, all at the longest prompt's bucket width) into a prompt store: a prompt's
+             n samples start at different times, and share one prefill
+    refill   the free slots' rows of the cache take their samples' prompts from the store
+             (R rows, a power of two), and their first token is drawn
     decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
              `refill_at` slots are done (a stop token, or the sample's own token limit)
     collect  the finished slots' tokens and logprobs go back to the host; the slots are free
@@ -33,7 +35,8 @@ to every process), so a mesh over several processes makes the same refill decisi
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -64,6 +67,9 @@ class Slots:
       tokens: int32[S, M]; logprobs, sampled_logprobs: float32[S, M] the slot's completion so
         far (0 after it; see `sampler.SampleOutput`).
       done: bool[S] finished, or empty; stopped: bool[S] finished by a stop token.
+      prompts: the prompt store, S rows of P = the prompts' padded width: per-layer entries
+        [L, S, P, ...] and "valid" bool[S, P] of prefilled prompts whose samples are starting.
+      prompt_logits: float32[S, V] the next-token logits of each stored prompt.
     """
 
     cache: dict
@@ -78,12 +84,16 @@ class Slots:
     sampled_logprobs: jax.Array
     done: jax.Array
     stopped: jax.Array
+    prompts: dict
+    prompt_logits: jax.Array
 
 
 def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
-                max_new_tokens: int) -> Slots:
-    """S empty (done) slots with a cache of cache_len columns per row."""
+                max_new_tokens: int, prompt_width: int) -> Slots:
+    """S empty (done) slots with a cache of cache_len columns per row, and an empty prompt
+    store of prompt_width columns."""
     cache = models.init_cache(config, num_slots, cache_len)
+    store = models.init_cache(config, num_slots, prompt_width)
     zeros = jnp.zeros((num_slots,), jnp.int32)
     return Slots(cache={**cache, "index": zeros},
                  keys=jax.random.split(jax.random.key(0), num_slots), start=zeros,
@@ -91,45 +101,72 @@ def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
                  tokens=jnp.zeros((num_slots, max_new_tokens), jnp.int32),
                  logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
                  sampled_logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
-                 done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool))
+                 done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool),
+                 prompts={name: store[name] for name in store if name != "index"},
+                 prompt_logits=jnp.zeros((num_slots, config.vocab_size), jnp.float32))
 
 
 def slot_shardings(config: models.ModelConfig, mesh, rules, num_slots: int,
-                   cache_len: int) -> Slots:
+                   cache_len: int, prompt_width: int) -> Slots:
     """NamedShardings of `empty_slots`' fields on a mesh: rows over the batch axes, the cache
-    as `sharding.cache_shardings` lays it out (its per-row write index with the rows)."""
+    and the prompt store as `sharding.cache_shardings` lays them out (the cache's per-row write
+    index with the rows)."""
     rows, table = sharding.batch_sharding(mesh, 1), sharding.batch_sharding(mesh, 2)
     cache = sharding.cache_shardings(config, mesh, rules, num_slots, cache_len)
+    store = sharding.cache_shardings(config, mesh, rules, num_slots, prompt_width)
     return Slots(cache={**cache, "index": rows}, keys=rows, start=rows, prompt_length=rows,
                  step=rows, limit=rows, last_token=rows, tokens=table, logprobs=table,
-                 sampled_logprobs=table, done=rows, stopped=rows)
+                 sampled_logprobs=table, done=rows, stopped=rows,
+                 prompts={name: store[name] for name in store if name != "index"},
+                 prompt_logits=table)
 
 
-def refill(params, slots: Slots, prompts: jax.Array, lengths: jax.Array, limits: jax.Array,
-           key_data: jax.Array, slot_ids: jax.Array, *, config: models.ModelConfig,
-           strategy: Strategy, stop_tokens: tuple[int, ...]) -> Slots:
-    """Prefills R new samples into slots slot_ids and draws their first tokens.
+def _put(old: jax.Array, new: jax.Array, rows: jax.Array, axis: int = 0) -> jax.Array:
+    """old with rows `rows` of axis `axis` set to new; out-of-range rows (padding) dropped."""
+    return old.at[(slice(None),) * axis + (rows,)].set(new, mode="drop")
 
-    prompts: int32[R, w] left-padded; lengths, limits: int32[R]; key_data: uint32[R, 2] the
-    samples' keys (`jax.random.key_data`: plain host arrays, placed like the other inputs);
-    slot_ids: int32[R], S (out of range) for padding rows, which change nothing.
+
+def store_prompts(params, slots: Slots, prompts: jax.Array, lengths: jax.Array,
+                  store_rows: jax.Array, *, config: models.ModelConfig) -> Slots:
+    """Prefills U prompts into rows store_rows of the prompt store.
+
+    prompts: int32[U, P] left-padded to the store's width; lengths: int32[U]; store_rows:
+    int32[U], S (out of range) for padding rows, which change nothing.
+    """
+    logits, cache = sampler.prefill(config, params, prompts, lengths, prompts.shape[1])
+    store = {name: _put(slots.prompts[name], new, store_rows, 1)
+             for name, new in models.transformer.layer_entries(cache).items()}
+    return slots.replace(
+        prompts={**store, "valid": _put(slots.prompts["valid"], cache["valid"], store_rows)},
+        prompt_logits=_put(slots.prompt_logits, logits, store_rows))
+
+
+def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.Array,
+           key_data: jax.Array, slot_ids: jax.Array, *, strategy: Strategy,
+           stop_tokens: tuple[int, ...]) -> Slots:
+    """Starts R new samples in slots slot_ids from their prompts in the store, drawing their
+    first tokens.
+
+    store_rows: int32[R] each sample's prompt in the store; lengths, limits: int32[R];
+    key_data: uint32[R, 2] the samples' keys (`jax.random.key_data`: plain host arrays, placed
+    like the other inputs); slot_ids: int32[R], S (out of range) for padding rows, which change
+    nothing. A slot's columns past its prompt keep stale values, marked invalid.
     """
     keys = jax.random.wrap_key_data(key_data)
-    rows, width = prompts.shape
-    cache_len = slots.cache["valid"].shape[1]
-    logits, cache = sampler.prefill(config, params, prompts, lengths, cache_len)
+    rows = store_rows.shape[0]
+    width = slots.prompts["valid"].shape[1]
     token, logprob, sampled, stopped = sampler.choose(
-        logits, keys, 0, jnp.ones((rows,), bool), strategy, sampler.stop_array(stop_tokens))
-
-    def put(old, new, axis=0):
-        index = (slice(None),) * axis + (slot_ids,)
-        return old.at[index].set(new, mode="drop")
-
+        slots.prompt_logits[store_rows], keys, 0, jnp.ones((rows,), bool), strategy,
+        sampler.stop_array(stop_tokens))
+    put = functools.partial(_put, rows=slot_ids)
+    cache = {name: slots.cache[name].at[:, slot_ids, :width].set(
+                 slots.prompts[name][:, store_rows], mode="drop")
+             for name in models.transformer.layer_entries(slots.cache)}
+    valid = jnp.zeros((rows, slots.cache["valid"].shape[1]), bool)
+    valid = valid.at[:, :width].set(slots.prompts["valid"][store_rows])
     max_new = slots.tokens.shape[1]
-    return Slots(
-        cache={**{name: put(slots.cache[name], new, 1)
-                  for name, new in models.transformer.layer_entries(cache).items()},
-               "valid": put(slots.cache["valid"], cache["valid"]),
+    return slots.replace(
+        cache={**cache, "valid": put(slots.cache["valid"], valid),
                "index": put(slots.cache["index"], jnp.full((rows,), width, jnp.int32))},
         keys=put(slots.keys, keys), start=put(slots.start, jnp.full((rows,), width, jnp.int32)),
         prompt_length=put(slots.prompt_length, lengths),
@@ -155,6 +192,8 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
     cache_len = slots.cache["valid"].shape[1]
     stops = sampler.stop_array(stop_tokens)
     rows = jnp.arange(num_slots)
+    stacked = slots.cache
+    cache, window = sampler.decode_cache(config, params, stacked, window or cache_len)
 
     def unfinished(carry):
         i, slots = carry
@@ -180,43 +219,59 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
             sampled_logprobs=slots.sampled_logprobs.at[rows, column].set(sampled, mode="drop"),
             done=slots.done | stopped | (step >= slots.limit), stopped=slots.stopped | stopped)
 
-    return jax.lax.while_loop(unfinished, step, (jnp.zeros((), jnp.int32), slots))[1]
+    slots = jax.lax.while_loop(unfinished, step,
+                               (jnp.zeros((), jnp.int32), slots.replace(cache=cache)))[1]
+    if cache is stacked:
+        return slots
+    return slots.replace(cache=models.transformer.stacked_cache(slots.cache, stacked))
+
+
+class _Programs(NamedTuple):
+    """The jitted programs of one static setting (`_programs`)."""
+    empty: Callable[[], Slots]
+    store: Callable[..., Slots]
+    refill: Callable[..., Slots]
+    decode: Callable[[int], Callable[..., Slots]]  # The program for an attention window.
+    decode_params: Callable
 
 
 @functools.cache
 def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
-              max_new_tokens):
-    """The jitted empty-slots, refill, decode and decode-params programs for one static setting
-    (decode: a function of the attention window giving its program); the slots are donated so
-    the cache is updated in place. Decode reads `sampler.decode_params` (per-layer weights on
-    CPU), made once per `sample_prompts` call by the last program rather than at every return
-    to the host. With a mesh every input and output has a declared sharding: the slots'
-    (`slot_shardings`), the params', and the host inputs replicated."""
-    settings = dict(config=config, strategy=strategy, stop_tokens=stop_tokens)
-    empty = functools.partial(empty_slots, config, num_slots, cache_len, max_new_tokens)
-    refill_fn = functools.partial(refill, **settings)
+              max_new_tokens, prompt_width) -> _Programs:
+    """The jitted programs for one static setting; the slots are donated so the cache is
+    updated in place. Decode reads `sampler.decode_params` (per-layer weights on CPU), made once
+    per `sample_prompts` call rather than at every return to the host. With a mesh every input
+    and output has a declared sharding: the slots' (`slot_shardings`), the params', and the
+    host inputs replicated."""
+    choice = dict(strategy=strategy, stop_tokens=stop_tokens)
+    empty = functools.partial(empty_slots, config, num_slots, cache_len, max_new_tokens,
+                              prompt_width)
+    store_fn = functools.partial(store_prompts, config=config)
+    refill_fn = functools.partial(refill, **choice)
     decode_params = functools.partial(sampler.decode_params, config)
 
     def decode_fn(window):
-        return functools.partial(decode, chunk=chunk, window=window, **settings)
+        return functools.partial(decode, chunk=chunk, window=window, config=config, **choice)
 
     options = sampler.compiler_options(mesh)
     if mesh is None:
-        jit = functools.partial(jax.jit, donate_argnums=1, compiler_options=options)
-        return (jax.jit(empty), jit(refill_fn),
-                functools.cache(lambda window: jit(decode_fn(window))), jax.jit(decode_params))
-    slots = slot_shardings(config, mesh, rules, num_slots, cache_len)
+        jit = lambda fn, donate=1: jax.jit(fn, donate_argnums=donate, compiler_options=options)
+        return _Programs(jax.jit(empty), jit(store_fn), jit(refill_fn, 0),
+                         functools.cache(lambda window: jit(decode_fn(window))),
+                         jax.jit(decode_params))
+    slots = slot_shardings(config, mesh, rules, num_slots, cache_len, prompt_width)
     params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
     unstacked = sampler.decode_params_shardings(config, params)
 
-    def compile_(fn, inputs, outputs=slots):
+    def compile_(fn, inputs, outputs=slots, donate=1):
         return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=outputs,
-                                    donate_argnums=1 if len(inputs) > 1 else (),
-                                    compiler_options=options)
+                                    donate_argnums=donate, compiler_options=options)
 
-    return (compile_(empty, ()), compile_(refill_fn, (params, slots) + (host,) * 5),
-            functools.cache(lambda window: compile_(decode_fn(window), (unstacked, slots, host))),
-            compile_(decode_params, (params,), unstacked))
+    return _Programs(
+        compile_(empty, (), donate=()), compile_(store_fn, (params, slots) + (host,) * 3),
+        compile_(refill_fn, (slots,) + (host,) * 5, donate=0),
+        functools.cache(lambda window: compile_(decode_fn(window), (unstacked, slots, host))),
+        compile_(decode_params, (params,), unstacked, donate=()))
 
 
 def _rows(count: int, num_slots: int) -> int:
@@ -224,9 +279,34 @@ def _rows(count: int, num_slots: int) -> int:
     return min(1 << (count - 1).bit_length(), num_slots)
 
 
-def _window(windows: Sequence[int], needed: int) -> int | None:
-    """The smallest window of `windows` holding `needed` columns; None (all) if none does."""
-    return next((w for w in windows if w >= needed), None)
+def _window(windows: Sequence[int], needed: int) -> int:
+    """The smallest window of `windows` holding `needed` columns; the last (the whole cache) if
+    none does."""
+    return next((w for w in windows if w >= needed), windows[-1])
+
+
+def _store(store_fn, params, slots: Slots, prompts, needed: Sequence[int], stored: dict,
+           width: int, num_slots: int) -> tuple[Slots, dict]:
+    """Prefills the prompts of `needed` (prompt indices of the samples about to start) that
+    the store lacks; returns the slots and the new prompt -> store row map.
+
+    Samples wait prompt-major, so a prompt the next samples do not need never is again: its row
+    is free. The store has num_slots rows, at least the samples starting at once.
+    """
+    needed = list(dict.fromkeys(needed))
+    kept = {p: row for p, row in stored.items() if p in needed}
+    missing = [p for p in needed if p not in kept]
+    if not missing:
+        return slots, kept
+    spare = [row for row in range(num_slots) if row not in kept.values()]
+    stored = {**kept, **dict(zip(missing, spare))}
+    rows = _rows(len(missing), num_slots)
+    # One width for every prefill: one compiled store per row count, for some prefill spent on
+    # padding.
+    tokens, lengths = pad_prompts([prompts[p] for p in missing], width, rows)
+    store_rows = np.full((rows,), num_slots, np.int32)
+    store_rows[:len(missing)] = [stored[p] for p in missing]
+    return store_fn(params, slots, tokens, lengths, store_rows), stored
 
 
 def mesh_rules(mesh, rules, num_slots: int):
@@ -268,9 +348,9 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
     windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
                                                     sampler.DECODE_WINDOW)]
-    empty_fn, refill_fn, decode_fn, decode_params_fn = _programs(
-        config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len, max_new_tokens)
-    decode_params = decode_params_fn(params)
+    programs = _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
+                         max_new_tokens, widest)
+    decode_params = programs.decode_params(params)
     keys = np.asarray(jax.random.key_data(
         strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)))
     total = len(prompts) * n
@@ -280,30 +360,33 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     out_lengths = np.zeros((total,), np.int32)
     out_stopped = np.zeros((total,), bool)
 
-    slots = empty_fn()
+    slots = programs.empty()
     owner = [None] * num_slots  # The sample each slot decodes.
     waiting = list(range(total))[::-1]  # Popped from the end: sample 0 first.
+    stored = {}  # Prompt index -> its row in the prompt store.
     progress = np.zeros((num_slots,), np.int32)  # start + step of each slot, as last seen.
     while waiting or any(o is not None for o in owner):
         free = [s for s in range(num_slots) if owner[s] is None]
         if waiting and free:
             new = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
+            slots, stored = _store(programs.store, params, slots, prompts,
+                                   [i // n for i in new], stored, widest, num_slots)
             rows = _rows(len(new), num_slots)
-            # One width for every refill: a handful of compiled refills (one per row count),
-            # for some prefill spent on padding.
-            tokens, lengths = pad_prompts([prompts[i // n] for i in new], widest, rows)
             padded = new + [new[0]] * (rows - len(new))
             slot_ids = np.full((rows,), num_slots, np.int32)
             slot_ids[:len(new)] = free[:len(new)]
-            slots = refill_fn(params, slots, tokens, lengths,
-                              np.array([budgets[i // n] for i in padded], np.int32),
-                              keys[np.array(padded)], slot_ids)
+            slots = programs.refill(
+                slots, np.array([stored[i // n] for i in padded], np.int32),
+                np.array([len(prompts[i // n]) for i in padded], np.int32),
+                np.array([budgets[i // n] for i in padded], np.int32),
+                keys[np.array(padded)], slot_ids)
             for s, i in zip(free, new):
                 owner[s] = i
                 progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         threshold = min(refill_at, len(waiting)) if waiting else num_slots
-        slots = decode_fn(_window(windows, needed))(decode_params, slots, np.int32(threshold))
+        slots = programs.decode(_window(windows, needed))(decode_params, slots,
+                                                           np.int32(threshold))
         done, step, start = sharding.all_rows((slots.done, slots.step, slots.start))
         progress = start + step
         finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]

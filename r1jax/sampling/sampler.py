@@ -138,6 +138,17 @@ def decode_params(config: models.ModelConfig, params):
     return models.unstack_layers(config, params)
 
 
+def decode_cache(config: models.ModelConfig, params, cache: dict,
+                 window: int) -> tuple[dict, Optional[int]]:
+    """The cache a decode loop over `window` columns reads, and the window to pass
+    `decode_step`: with `decode_params`' per-layer weights (CPU) a per-layer cache exactly
+    `window` wide (`models.transformer.per_layer_cache`: no copies per step) and no window;
+    with the stacks, the cache as it is and the window."""
+    if not models.transformer.is_unstacked(config, params):
+        return cache, window
+    return models.transformer.per_layer_cache(cache, window), None
+
+
 def decode_params_shardings(config: models.ModelConfig, param_shardings):
     """The shardings of `decode_params`' tree, from the stacked params' NamedShardings: each
     layer keeps its stack's sharding without the layer axis."""
@@ -270,6 +281,8 @@ def _sample_batch(params, prompt_tokens, prompt_lengths, token_limits, prompt_id
         return record(state._replace(cache=cache), logits)
 
     for last_step, window in decode_windows(p, max_new_tokens, decode_window):
+        cache, window = decode_cache(config, params, state.cache, window)
+        state = state._replace(cache=cache)
         state = jax.lax.while_loop(
                 lambda state, last=last_step: unfinished(state) & (state.step <= last),
                 functools.partial(step, window=window), state)
