@@ -121,8 +121,8 @@ def _write_rows(cache: jax.Array, new: jax.Array, index: jax.Array, layer=None) 
     if index.ndim == 0:
         zero = jnp.zeros((), jnp.int32)
         new = new if layer is None else new[None]
-        return jax.lax.dynamic_update_slice(cache, new,
-                                            lead + (zero, index) + (zero,) * (new.ndim - 2 - len(lead)))
+        trailing = (zero,) * (cache.ndim - 2 - len(lead))
+        return jax.lax.dynamic_update_slice(cache, new, lead + (zero, index) + trailing)
     rows = jnp.arange(new.shape[0])[:, None]
     slots = index[:, None] + jnp.arange(new.shape[1])
     return cache.at[lead + (rows, slots)].set(new, mode="drop")
