@@ -126,7 +126,7 @@ class MLA(nn.Module):
                             ("kv_lora", "q_heads", "head_dim"))
         attend = absorbed_attention if x.shape[1] == 1 else expanded_attention
         # [B, S, 1, C] from the stacked cache or the current tokens, [B, S, C] per layer.
-        flat = lambda x: x.reshape(x.shape[:2] + (-1,))
+        flat = lambda a: a.reshape(a.shape[:2] + (-1,))
         out = attend(q_nope, q_rope, flat(latent), flat(k_rope),
                      kv_up[..., :m.qk_nope_head_dim], kv_up[..., m.qk_nope_head_dim:], mask,
                      softmax_scale(cfg))

@@ -2,11 +2,11 @@
 
 A static batch decodes until its longest completion ends, so with lengths that vary widely most
 rows idle once the short answers finish. Here samples (prompt i, sample j) wait in a queue and
-a short host loop drives two jitted programs of static shapes:
+a short host loop drives three jitted programs of static shapes:
 
-    store    the next waiting samples' prompts not prefilled yet are (U rows, U a power of
-             two, all at the longest prompt's bucket width) into a prompt store: a prompt's
-             n samples start at different times, and share one prefill
+    store    the next waiting samples' prompts that are not stored yet are prefilled (U rows,
+             U a power of two, all at the longest prompt's bucket width) into a prompt store:
+             a prompt's n samples start at different times, and share one prefill
     refill   the free slots' rows of the cache take their samples' prompts from the store
              (R rows, a power of two), and their first token is drawn
     decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
@@ -28,7 +28,8 @@ a few sums).
 The cache and the other slot arrays are donated to each call, so they are updated in place.
 
 On a mesh the slots are split over its batch axes and the cache and model as the rules say (as
-`sampler.sample_batch` shards its batch); the refill's new rows come from the host replicated.
+`sampler.sample_batch` shards its batch); the store's prompts and the refill's row choices
+come from the host replicated.
 Every process runs the same host loop on the same values (the slots' state is gathered whole
 to every process), so a mesh over several processes makes the same refill decisions everywhere.
 """
@@ -102,8 +103,14 @@ def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
                  logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
                  sampled_logprobs=jnp.zeros((num_slots, max_new_tokens), jnp.float32),
                  done=jnp.ones((num_slots,), bool), stopped=jnp.zeros((num_slots,), bool),
-                 prompts={name: store[name] for name in store if name != "index"},
+                 prompts=_store_layout(store),
                  prompt_logits=jnp.zeros((num_slots, config.vocab_size), jnp.float32))
+
+
+def _store_layout(cache: dict) -> dict:
+    """The prompt store's entries from a cache's (or its shardings'): all but the write index,
+    which the store has no use for (prompts are prefilled whole)."""
+    return {name: value for name, value in cache.items() if name != "index"}
 
 
 def slot_shardings(config: models.ModelConfig, mesh, rules, num_slots: int,
@@ -117,8 +124,7 @@ def slot_shardings(config: models.ModelConfig, mesh, rules, num_slots: int,
     return Slots(cache={**cache, "index": rows}, keys=rows, start=rows, prompt_length=rows,
                  step=rows, limit=rows, last_token=rows, tokens=table, logprobs=table,
                  sampled_logprobs=table, done=rows, stopped=rows,
-                 prompts={name: store[name] for name in store if name != "index"},
-                 prompt_logits=table)
+                 prompts=_store_layout(store), prompt_logits=table)
 
 
 def _put(old: jax.Array, new: jax.Array, rows: jax.Array, axis: int = 0) -> jax.Array:
@@ -221,7 +227,7 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
 
     slots = jax.lax.while_loop(unfinished, step,
                                (jnp.zeros((), jnp.int32), slots.replace(cache=cache)))[1]
-    if cache is stacked:
+    if cache is stacked:  # decode_cache kept the stacked layout: nothing to write back.
         return slots
     return slots.replace(cache=models.transformer.stacked_cache(slots.cache, stacked))
 
