@@ -313,6 +313,21 @@ def cache_shardings(config: ModelConfig, mesh: Mesh, rules: Sequence[Sequence[An
     return logical_to_shardings(specs, mesh, rules, shapes)
 
 
+def per_layer_cache_shardings(shardings: dict, num_layers: int) -> dict:
+    """`cache_shardings` for the cache in `transformer.per_layer_cache`'s layout: each per-layer
+    entry a tuple of num_layers arrays [B, S, K * D], each laid out as its layer of the stack
+    was (heads and head dims split on the flattened axis in that order, the heads' mesh axes
+    outermost)."""
+    def layer(s: NamedSharding) -> NamedSharding:
+        spec = tuple(s.spec) + (None,) * (5 - len(s.spec))
+        heads = tuple(axis for part in spec[3:] if part is not None
+                      for axis in ((part,) if isinstance(part, str) else part))
+        return NamedSharding(s.mesh, PartitionSpec(spec[1], spec[2], heads or None))
+
+    return {name: (layer(s),) * num_layers if name not in ("valid", "index") else s
+            for name, s in shardings.items()}
+
+
 # ----------------------------------------------------------------------------- compiling
 
 

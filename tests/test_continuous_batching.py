@@ -122,6 +122,29 @@ def test_sample_continuous_on_a_mesh_matches_sample_batch(llama):
     np.testing.assert_allclose(continuous.logprobs, static.logprobs, atol=LOGPROB_TOLERANCE)
 
 
+@pytest.mark.parametrize("shape", [None, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_slots_widen_their_cache_as_samples_grow(llama, shape, monkeypatch):
+    """Completions past the first attention window (prompt + 128 columns): the CPU slots keep a
+    per-layer cache that window wide and widen it, on one device and on a mesh, drawing what
+    static batching draws."""
+    from r1jax.sampling import continuous
+    widened = []
+    widen = continuous.widen
+    monkeypatch.setattr(continuous, "widen",
+                        lambda slots, width: widened.append(width) or widen(slots, width))
+    config, params = llama
+    mesh = None if shape is None else sharding.make_mesh(shape)
+    settings = dict(max_new_tokens=[220, 150, 40], temperature=1.0, top_k=200, n=2,
+                    stop_tokens=(7,), seed=3)  # A rare stop: most samples run to their budget.
+    static = sampling.generate(config, params, PROMPTS[:3], batch_size=8, **settings)
+    if mesh is not None:
+        params = sharding.shard_params(config, params, mesh, sharding.DEFAULT_RULES)
+    out = sampling.generate(config, params, PROMPTS[:3], batch_size=2 if mesh is None else 4,
+                            batching="continuous", mesh=mesh, **settings)
+    assert max(len(t) for t in static.tokens) > 128 and len(widened) == 1
+    _assert_same(out, static)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(batching="dynamic"), "batching must be one of"),
     (dict(batching="continuous", batch_size=6, mesh=sharding.make_mesh({"data": 4, "tensor": 2})),
@@ -141,15 +164,15 @@ def test_a_prompt_is_prefilled_once_for_all_its_samples():
     prompts = [[1, 2], [3], [4, 5, 6], [7]]
     prefilled, rows_of = [], {}
 
-    def store_fn(params, slots, tokens, lengths, store_rows):
+    def store_fn(params, store, logits, tokens, lengths, store_rows):
         for row, length, prompt_row in zip(tokens.tolist(), lengths.tolist(), store_rows):
             if prompt_row < 4:  # Not padding.
                 prefilled.append(row[len(row) - length:])
                 rows_of[int(prompt_row)] = row[len(row) - length:]
-        return slots
+        return store, logits
 
     stored = {}
     for starting in ([0, 0, 0, 1], [1], [1, 2], [2], [2, 3], [3, 3]):
-        _, stored = continuous._store(store_fn, None, None, prompts, starting, stored, 4, 4)
+        _, stored = continuous._store(store_fn, None, (None, None), prompts, starting, stored, 4, 4)
         assert all(rows_of[stored[p]] == prompts[p] for p in starting)
     assert prefilled == prompts

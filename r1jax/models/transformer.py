@@ -197,6 +197,11 @@ def layer_entries(cache: dict) -> dict:
     return {name: value for name, value in cache.items() if name not in ("valid", "index")}
 
 
+def is_per_layer(cache: dict) -> bool:
+    """Whether a cache is in `per_layer_cache`'s layout rather than stacked."""
+    return any(isinstance(value, tuple) for value in layer_entries(cache).values())
+
+
 def per_layer_cache(cache: dict, width: int) -> dict:
     """The cache in the CPU decode layout: each per-layer entry a tuple of L arrays
     [B, width, K * D] (heads side by side: see `attention.read_layer`), `valid` bool[B, width];

@@ -19,6 +19,12 @@ of their sequences and the cache has one write index per row (`models.forward` w
 cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
 tokens for the chunk (`sampler.decode_windows`' sizes), as the static sampler does.
 
+With the CPU's per-layer decode weights (`sampler.decode_params`) the slots keep their cache in
+the per-layer decode layout (`models.transformer.per_layer_cache`) exactly the current window
+wide, widened (a fourth program) when a slot's tokens outgrow it: converting the stacked cache
+at every call, as the static sampler does once per segment, copied the whole cache twice per
+call (a third of continuous batching's time at 16 slots, with a call each time a slot frees).
+
 Samples do not depend on the batching: sample j of prompt i draws token t with the key
 `step_keys(sample_keys(rng, [i], n)[j], t)`, as `sampler.sample_batch` does, so the same seed,
 prompt id and sample index give the same tokens whichever slot, batch or order the sample gets
@@ -58,7 +64,8 @@ class Slots:
 
     Attributes:
       cache: models cache with per-layer entries [L, S, C, ...] ("k", "v" [L, S, C, K, D], or
-        MLA's "latent", "k_rope"), "valid" bool[S, C], "index" int32[S].
+        MLA's "latent", "k_rope"), or tuples of L arrays [S, C, K * D] in the per-layer decode
+        layout (C then the current window), "valid" bool[S, C], "index" int32[S].
       keys: key[S] the slot's sample key (`strategies.sample_keys`).
       start: int32[S] cache column of the slot's first new token (its prompt's padded width).
       prompt_length: int32[S] real prompt tokens (the first new token's position).
@@ -90,10 +97,12 @@ class Slots:
 
 
 def empty_slots(config: models.ModelConfig, num_slots: int, cache_len: int,
-                max_new_tokens: int, prompt_width: int) -> Slots:
-    """S empty (done) slots with a cache of cache_len columns per row, and an empty prompt
-    store of prompt_width columns."""
+                max_new_tokens: int, prompt_width: int, per_layer: bool) -> Slots:
+    """S empty (done) slots with a cache of cache_len columns per row (per_layer: in the
+    per-layer decode layout), and an empty prompt store of prompt_width columns."""
     cache = models.init_cache(config, num_slots, cache_len)
+    if per_layer:
+        cache = models.transformer.per_layer_cache(cache, cache_len)
     store = models.init_cache(config, num_slots, prompt_width)
     zeros = jnp.zeros((num_slots,), jnp.int32)
     return Slots(cache={**cache, "index": zeros},
@@ -114,12 +123,14 @@ def _store_layout(cache: dict) -> dict:
 
 
 def slot_shardings(config: models.ModelConfig, mesh, rules, num_slots: int,
-                   cache_len: int, prompt_width: int) -> Slots:
+                   cache_len: int, prompt_width: int, per_layer: bool) -> Slots:
     """NamedShardings of `empty_slots`' fields on a mesh: rows over the batch axes, the cache
     and the prompt store as `sharding.cache_shardings` lays them out (the cache's per-row write
     index with the rows)."""
     rows, table = sharding.batch_sharding(mesh, 1), sharding.batch_sharding(mesh, 2)
     cache = sharding.cache_shardings(config, mesh, rules, num_slots, cache_len)
+    if per_layer:
+        cache = sharding.per_layer_cache_shardings(cache, config.num_layers)
     store = sharding.cache_shardings(config, mesh, rules, num_slots, prompt_width)
     return Slots(cache={**cache, "index": rows}, keys=rows, start=rows, prompt_length=rows,
                  step=rows, limit=rows, last_token=rows, tokens=table, logprobs=table,
@@ -132,19 +143,21 @@ def _put(old: jax.Array, new: jax.Array, rows: jax.Array, axis: int = 0) -> jax.
     return old.at[(slice(None),) * axis + (rows,)].set(new, mode="drop")
 
 
-def store_prompts(params, slots: Slots, prompts: jax.Array, lengths: jax.Array,
-                  store_rows: jax.Array, *, config: models.ModelConfig) -> Slots:
-    """Prefills U prompts into rows store_rows of the prompt store.
+def store_prompts(params, store: dict, store_logits: jax.Array, prompts: jax.Array,
+                  lengths: jax.Array, store_rows: jax.Array, *,
+                  config: models.ModelConfig) -> tuple[dict, jax.Array]:
+    """Prefills U prompts into rows store_rows of the prompt store (`Slots.prompts` and
+    `Slots.prompt_logits`, returned updated: not the whole slots, whose cache changes shape
+    as it widens, so one compiled store serves every width).
 
     prompts: int32[U, P] left-padded to the store's width; lengths: int32[U]; store_rows:
     int32[U], S (out of range) for padding rows, which change nothing.
     """
     logits, cache = sampler.prefill(config, params, prompts, lengths, prompts.shape[1])
-    store = {name: _put(slots.prompts[name], new, store_rows, 1)
-             for name, new in models.transformer.layer_entries(cache).items()}
-    return slots.replace(
-        prompts={**store, "valid": _put(slots.prompts["valid"], cache["valid"], store_rows)},
-        prompt_logits=_put(slots.prompt_logits, logits, store_rows))
+    entries = {name: _put(store[name], new, store_rows, 1)
+               for name, new in models.transformer.layer_entries(cache).items()}
+    return ({**entries, "valid": _put(store["valid"], cache["valid"], store_rows)},
+            _put(store_logits, logits, store_rows))
 
 
 def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.Array,
@@ -165,9 +178,8 @@ def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.
         slots.prompt_logits[store_rows], keys, 0, jnp.ones((rows,), bool), strategy,
         sampler.stop_array(stop_tokens))
     put = functools.partial(_put, rows=slot_ids)
-    cache = {name: slots.cache[name].at[:, slot_ids, :width].set(
-                 slots.prompts[name][:, store_rows], mode="drop")
-             for name in models.transformer.layer_entries(slots.cache)}
+    cache = {name: _refill_entry(value, slots.prompts[name][:, store_rows], slot_ids)
+             for name, value in models.transformer.layer_entries(slots.cache).items()}
     valid = jnp.zeros((rows, slots.cache["valid"].shape[1]), bool)
     valid = valid.at[:, :width].set(slots.prompts["valid"][store_rows])
     max_new = slots.tokens.shape[1]
@@ -186,20 +198,36 @@ def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.
         done=put(slots.done, stopped | (limits <= 1)), stopped=put(slots.stopped, stopped))
 
 
+def _refill_entry(cache, prompts: jax.Array, slot_ids: jax.Array):
+    """One per-layer cache entry with rows slot_ids' first P columns set to prompts [L, R, P,
+    ...] (a stacked entry [L, S, C, ...], or the per-layer layout's tuple of [S, C, K * D])."""
+    width = prompts.shape[2]
+    if not isinstance(cache, tuple):
+        return cache.at[:, slot_ids, :width].set(prompts, mode="drop")
+    return tuple(layer.at[slot_ids, :width].set(new.reshape(new.shape[:2] + (-1,)), mode="drop")
+                 for layer, new in zip(cache, prompts))
+
+
+def widen(slots: Slots, width: int) -> Slots:
+    """Slots whose per-layer cache is `width` columns wide (the new columns empty)."""
+    return slots.replace(cache=models.transformer.per_layer_cache(slots.cache, width))
+
+
 def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelConfig,
            strategy: Strategy, stop_tokens: tuple[int, ...], chunk: int,
            window: int | None) -> Slots:
     """Decodes every unfinished slot for up to `chunk` steps, or until `refill_at` are done.
 
     window: static; attend to the cache's first `window` columns (None: all), which must hold
-    every active slot's tokens for the whole chunk (start + step + chunk - 1 <= window).
+    every active slot's tokens for the whole chunk (start + step + chunk - 1 <= window). A cache
+    in the per-layer layout is read whole: it is the window.
     """
     num_slots, max_new = slots.tokens.shape
     cache_len = slots.cache["valid"].shape[1]
     stops = sampler.stop_array(stop_tokens)
     rows = jnp.arange(num_slots)
-    stacked = slots.cache
-    cache, window = sampler.decode_cache(config, params, stacked, window or cache_len)
+    if models.transformer.is_per_layer(slots.cache):
+        window = None
 
     def unfinished(carry):
         i, slots = carry
@@ -225,59 +253,68 @@ def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelCo
             sampled_logprobs=slots.sampled_logprobs.at[rows, column].set(sampled, mode="drop"),
             done=slots.done | stopped | (step >= slots.limit), stopped=slots.stopped | stopped)
 
-    slots = jax.lax.while_loop(unfinished, step,
-                               (jnp.zeros((), jnp.int32), slots.replace(cache=cache)))[1]
-    if cache is stacked:  # decode_cache kept the stacked layout: nothing to write back.
-        return slots
-    return slots.replace(cache=models.transformer.stacked_cache(slots.cache, stacked))
+    return jax.lax.while_loop(unfinished, step, (jnp.zeros((), jnp.int32), slots))[1]
 
 
 class _Programs(NamedTuple):
-    """The jitted programs of one static setting (`_programs`)."""
-    empty: Callable[[], Slots]
-    store: Callable[..., Slots]
-    refill: Callable[..., Slots]
-    decode: Callable[[int], Callable[..., Slots]]  # The program for an attention window.
+    """The jitted programs of one static setting (`_programs`); those that take the slots are
+    made per cache width (the per-layer cache widens)."""
+    empty: Callable[[int], Callable[[], Slots]]
+    store: Callable[..., tuple[dict, jax.Array]]
+    refill: Callable[[int], Callable[..., Slots]]
+    widen: Callable[[int, int], Callable[[Slots], Slots]]  # (from, to) widths.
+    decode: Callable[[int, int | None], Callable[..., Slots]]  # (width, attention window).
     decode_params: Callable
 
 
 @functools.cache
-def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
-              max_new_tokens, prompt_width) -> _Programs:
-    """The jitted programs for one static setting; the slots are donated so the cache is
-    updated in place. Decode reads `sampler.decode_params` (per-layer weights on CPU), made once
-    per `sample_prompts` call rather than at every return to the host. With a mesh every input
-    and output has a declared sharding: the slots' (`slot_shardings`), the params', and the
-    host inputs replicated."""
+def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, max_new_tokens,
+              prompt_width, per_layer) -> _Programs:
+    """The jitted programs for one static setting; the slots (and the store) are donated so
+    the cache is updated in place. Decode reads `sampler.decode_params` (per-layer weights on
+    CPU), made once per `sample_prompts` call rather than at every return to the host. With a
+    mesh every input and output has a declared sharding: the slots' (`slot_shardings`), the
+    params', and the host inputs replicated."""
     choice = dict(strategy=strategy, stop_tokens=stop_tokens)
-    empty = functools.partial(empty_slots, config, num_slots, cache_len, max_new_tokens,
-                              prompt_width)
-    store_fn = functools.partial(store_prompts, config=config)
-    refill_fn = functools.partial(refill, **choice)
-    decode_params = functools.partial(sampler.decode_params, config)
-
-    def decode_fn(window):
-        return functools.partial(decode, chunk=chunk, window=window, config=config, **choice)
-
     options = sampler.compiler_options(mesh)
     if mesh is None:
-        jit = lambda fn, donate=1: jax.jit(fn, donate_argnums=donate, compiler_options=options)
-        return _Programs(jax.jit(empty), jit(store_fn), jit(refill_fn, 0),
-                         functools.cache(lambda window: jit(decode_fn(window))),
-                         jax.jit(decode_params))
-    slots = slot_shardings(config, mesh, rules, num_slots, cache_len, prompt_width)
-    params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
-    unstacked = sampler.decode_params_shardings(config, params)
+        params = host = unstacked = store = table = None
+        slots_at = lambda width: None
+    else:
+        params, host = sharding.param_shardings(config, mesh, rules), sharding.replicated(mesh)
+        unstacked = sampler.decode_params_shardings(config, params)
+        slots_at = functools.cache(lambda width: slot_shardings(
+            config, mesh, rules, num_slots, width, prompt_width, per_layer))
+        store, table = slots_at(prompt_width).prompts, sharding.batch_sharding(mesh, 2)
 
-    def compile_(fn, inputs, outputs=slots, donate=1):
+    def compile_(fn, inputs, outputs, donate=()):
+        if mesh is None:
+            return jax.jit(fn, donate_argnums=donate, compiler_options=options)
         return sharding.sharded_jit(fn, mesh, rules, in_shardings=inputs, out_shardings=outputs,
                                     donate_argnums=donate, compiler_options=options)
 
+    def empty(width):
+        return compile_(functools.partial(empty_slots, config, num_slots, width, max_new_tokens,
+                                          prompt_width, per_layer), (), slots_at(width))
+
+    def refill_(width):
+        return compile_(functools.partial(refill, **choice), (slots_at(width),) + (host,) * 5,
+                        slots_at(width), donate=0)
+
+    def widen_(width, to):  # Not donated: no buffer of the wider cache could reuse one.
+        return compile_(functools.partial(widen, width=to), (slots_at(width),), slots_at(to))
+
+    def decode_(width, window):
+        return compile_(functools.partial(decode, chunk=chunk, window=window, config=config,
+                                          **choice),
+                        (unstacked, slots_at(width), host), slots_at(width), donate=1)
+
     return _Programs(
-        compile_(empty, (), donate=()), compile_(store_fn, (params, slots) + (host,) * 3),
-        compile_(refill_fn, (slots,) + (host,) * 5, donate=0),
-        functools.cache(lambda window: compile_(decode_fn(window), (unstacked, slots, host))),
-        compile_(decode_params, (params,), unstacked, donate=()))
+        functools.cache(empty),
+        compile_(functools.partial(store_prompts, config=config),
+                 (params, store, table) + (host,) * 3, (store, table), donate=(1, 2)),
+        functools.cache(refill_), functools.cache(widen_), functools.cache(decode_),
+        compile_(functools.partial(sampler.decode_params, config), (params,), unstacked))
 
 
 def _rows(count: int, num_slots: int) -> int:
@@ -291,10 +328,11 @@ def _window(windows: Sequence[int], needed: int) -> int:
     return next((w for w in windows if w >= needed), windows[-1])
 
 
-def _store(store_fn, params, slots: Slots, prompts, needed: Sequence[int], stored: dict,
-           width: int, num_slots: int) -> tuple[Slots, dict]:
+def _store(store_fn, params, store: tuple, prompts, needed: Sequence[int], stored: dict,
+           width: int, num_slots: int) -> tuple[tuple, dict]:
     """Prefills the prompts of `needed` (prompt indices of the samples about to start) that
-    the store lacks; returns the slots and the new prompt -> store row map.
+    the store (`Slots.prompts`, `Slots.prompt_logits`) lacks; returns the new store and the new
+    prompt -> store row map.
 
     Samples wait prompt-major, so a prompt the next samples do not need never is again: its row
     is free. The store has num_slots rows, at least the samples starting at once.
@@ -303,7 +341,7 @@ def _store(store_fn, params, slots: Slots, prompts, needed: Sequence[int], store
     kept = {p: row for p, row in stored.items() if p in needed}
     missing = [p for p in needed if p not in kept]
     if not missing:
-        return slots, kept
+        return store, kept
     spare = [row for row in range(num_slots) if row not in kept.values()]
     stored = {**kept, **dict(zip(missing, spare))}
     rows = _rows(len(missing), num_slots)
@@ -312,7 +350,7 @@ def _store(store_fn, params, slots: Slots, prompts, needed: Sequence[int], store
     tokens, lengths = pad_prompts([prompts[p] for p in missing], width, rows)
     store_rows = np.full((rows,), num_slots, np.int32)
     store_rows[:len(missing)] = [stored[p] for p in missing]
-    return store_fn(params, slots, tokens, lengths, store_rows), stored
+    return store_fn(params, *store, tokens, lengths, store_rows), stored
 
 
 def mesh_rules(mesh, rules, num_slots: int):
@@ -354,8 +392,11 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
     windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
                                                     sampler.DECODE_WINDOW)]
-    programs = _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, cache_len,
-                         max_new_tokens, widest)
+    # The cache's layout follows the decode weights': per layer with per-layer weights (CPU).
+    per_layer = models.transformer.is_unstacked(config, jax.eval_shape(
+        functools.partial(sampler.decode_params, config), params))
+    programs = _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots,
+                         max_new_tokens, widest, per_layer)
     decode_params = programs.decode_params(params)
     keys = np.asarray(jax.random.key_data(
         strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)))
@@ -366,7 +407,8 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     out_lengths = np.zeros((total,), np.int32)
     out_stopped = np.zeros((total,), bool)
 
-    slots = programs.empty()
+    width = windows[0] if per_layer else cache_len  # The cache's columns.
+    slots = programs.empty(width)()
     owner = [None] * num_slots  # The sample each slot decodes.
     waiting = list(range(total))[::-1]  # Popped from the end: sample 0 first.
     stored = {}  # Prompt index -> its row in the prompt store.
@@ -375,13 +417,14 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
         free = [s for s in range(num_slots) if owner[s] is None]
         if waiting and free:
             new = [waiting.pop() for _ in range(min(len(free), len(waiting)))]
-            slots, stored = _store(programs.store, params, slots, prompts,
-                                   [i // n for i in new], stored, widest, num_slots)
+            store, stored = _store(programs.store, params, (slots.prompts, slots.prompt_logits),
+                                   prompts, [i // n for i in new], stored, widest, num_slots)
+            slots = slots.replace(prompts=store[0], prompt_logits=store[1])
             rows = _rows(len(new), num_slots)
             padded = new + [new[0]] * (rows - len(new))
             slot_ids = np.full((rows,), num_slots, np.int32)
             slot_ids[:len(new)] = free[:len(new)]
-            slots = programs.refill(
+            slots = programs.refill(width)(
                 slots, np.array([stored[i // n] for i in padded], np.int32),
                 np.array([len(prompts[i // n]) for i in padded], np.int32),
                 np.array([budgets[i // n] for i in padded], np.int32),
@@ -391,8 +434,11 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         threshold = min(refill_at, len(waiting)) if waiting else num_slots
-        slots = programs.decode(_window(windows, needed))(decode_params, slots,
-                                                           np.int32(threshold))
+        window = _window(windows, needed)
+        if per_layer and window > width:
+            slots, width = programs.widen(width, window)(slots), window
+        slots = programs.decode(width, None if per_layer else window)(
+            decode_params, slots, np.int32(threshold))
         done, step, start = sharding.all_rows((slots.done, slots.step, slots.start))
         progress = start + step
         finished = [s for s in range(num_slots) if owner[s] is not None and done[s]]
