@@ -122,6 +122,19 @@ def test_sample_continuous_on_a_mesh_matches_sample_batch(llama):
     np.testing.assert_allclose(continuous.logprobs, static.logprobs, atol=LOGPROB_TOLERANCE)
 
 
+def test_the_draining_tail_moves_to_fewer_slots(llama, static, monkeypatch):
+    """Once no sample waits, the busy slots move to half as many rows whenever at most half are
+    busy (4 -> 2 here), and the samples do not change."""
+    from r1jax.sampling import continuous
+    sizes = []
+    programs = continuous._programs
+    monkeypatch.setattr(continuous, "_programs",
+                        lambda *args: sizes.append(args[6]) or programs(*args))
+    out = sampling.generate(*llama, PROMPTS, batch_size=4, batching="continuous", **SAMPLED)
+    assert sizes[:2] == [4, 2] and all(b == a // 2 for a, b in zip(sizes, sizes[1:]))
+    _assert_same(out, static)
+
+
 @pytest.mark.parametrize("shape", [None, {"data": 2, "fsdp": 2, "tensor": 2}])
 def test_slots_widen_their_cache_as_samples_grow(llama, shape, monkeypatch):
     """Completions past the first attention window (prompt + 128 columns): the CPU slots keep a

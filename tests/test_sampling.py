@@ -99,8 +99,8 @@ def test_unstacked_layers_compute_the_same_model(name):
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_deepseek_v3", "tiny_qwen3_moe"])
 def test_per_layer_cache_decodes_the_same_model(name):
     """The CPU decode layout (per-layer weights, a per-layer cache exactly a window wide, and
-    `single_query_attention`) gives the stacked path's logits, and writes back into the stacked
-    cache what the stacked path wrote: dense, MLA and MoE."""
+    `single_query_attention`) gives the stacked path's logits, and writes into its layers what the
+    stacked path wrote into the stack: dense, MLA and MoE."""
     config = models.preset(name)
     params = models.init_params(config, jax.random.key(3))
     unstacked = models.unstack_layers(config, params)
@@ -117,8 +117,8 @@ def test_per_layer_cache_decodes_the_same_model(name):
         expected, stacked = step(config, params, fed, lengths + t, stacked, width)
         logits, per_layer = step(config, unstacked, fed, lengths + t, per_layer, None)
         np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
-    back = models.transformer.stacked_cache(per_layer, cache)
-    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(stacked)):
+    written = models.transformer.per_layer_cache(stacked, width)
+    for a, b in zip(jax.tree.leaves(per_layer), jax.tree.leaves(written)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 

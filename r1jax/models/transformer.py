@@ -222,17 +222,6 @@ def per_layer_cache(cache: dict, width: int) -> dict:
     return {**cache, **entries, "valid": fit(cache["valid"])}
 
 
-def stacked_cache(cache: dict, into: dict) -> dict:
-    """A `per_layer_cache` written back into the first columns of the stacked cache `into`
-    (the rest of `into` kept), with the per-layer cache's write index."""
-    width = cache["valid"].shape[1]
-    entries = {name: into[name].at[:, :, :width].set(
-                   jnp.stack(value).reshape(into[name].shape[:2] + (width,) + into[name].shape[3:]))
-               for name, value in layer_entries(cache).items()}
-    return {**into, **entries, "valid": into["valid"].at[:, :width].set(cache["valid"]),
-            "index": cache["index"]}
-
-
 def init_cache(config: ModelConfig, batch_size: int, max_len: int,
                dtype: Optional[str] = None) -> dict:
     """An empty cache of `max_len` slots per sequence, in the compute dtype unless `dtype` says.

@@ -2,7 +2,7 @@
 
 A static batch decodes until its longest completion ends, so with lengths that vary widely most
 rows idle once the short answers finish. Here samples (prompt i, sample j) wait in a queue and
-a short host loop drives three jitted programs of static shapes:
+a short host loop drives jitted programs of static shapes:
 
     store    the next waiting samples' prompts that are not stored yet are prefilled (U rows,
              U a power of two, all at the longest prompt's bucket width) into a prompt store:
@@ -12,6 +12,9 @@ a short host loop drives three jitted programs of static shapes:
     decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
              `refill_at` slots are done (a stop token, or the sample's own token limit)
     collect  the finished slots' tokens and logprobs go back to the host; the slots are free
+    halve    once no sample waits and at most half the slots are busy, the busy ones move to
+             half as many slots (`take_rows`): a decode step costs what its rows cost, busy or
+             not, and a few long samples otherwise drain at the full batch's price
 
 Layout: slot s's cache row holds its prompt left-padded in columns [0, P) and its t-th new
 token in column P + t, so rows sit at different points
@@ -41,6 +44,7 @@ to every process), so a mesh over several processes makes the same refill decisi
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -213,6 +217,23 @@ def widen(slots: Slots, width: int) -> Slots:
     return slots.replace(cache=models.transformer.per_layer_cache(slots.cache, width))
 
 
+def take_rows(slots: Slots, rows: jax.Array) -> Slots:
+    """The slots `rows` (int32[S']) of slots, in that order: every field's rows, the cache's
+    and the prompt store's included."""
+    take = lambda x: x[rows]
+
+    def cache_rows(cache: dict) -> dict:
+        entries = models.transformer.layer_entries(cache)
+        return {name: take(value) if name not in entries
+                else tuple(map(take, value)) if isinstance(value, tuple) else value[:, rows]
+                for name, value in cache.items()}
+
+    return Slots(cache=cache_rows(slots.cache), prompts=cache_rows(slots.prompts),
+                 **{field.name: take(getattr(slots, field.name))
+                    for field in dataclasses.fields(slots)
+                    if field.name not in ("cache", "prompts")})
+
+
 def decode(params, slots: Slots, refill_at: jax.Array, *, config: models.ModelConfig,
            strategy: Strategy, stop_tokens: tuple[int, ...], chunk: int,
            window: int | None) -> Slots:
@@ -263,6 +284,7 @@ class _Programs(NamedTuple):
     store: Callable[..., tuple[dict, jax.Array]]
     refill: Callable[[int], Callable[..., Slots]]
     widen: Callable[[int, int], Callable[[Slots], Slots]]  # (from, to) widths.
+    take: Callable[[int], Callable[..., Slots]]  # These slots from twice as many (`take_rows`).
     decode: Callable[[int, int | None], Callable[..., Slots]]  # (width, attention window).
     decode_params: Callable
 
@@ -304,6 +326,9 @@ def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, max_
     def widen_(width, to):  # Not donated: no buffer of the wider cache could reuse one.
         return compile_(functools.partial(widen, width=to), (slots_at(width),), slots_at(to))
 
+    def take_(width):  # Twice the rows in, laid out alike.
+        return compile_(take_rows, (slots_at(width), host), slots_at(width))
+
     def decode_(width, window):
         return compile_(functools.partial(decode, chunk=chunk, window=window, config=config,
                                           **choice),
@@ -313,7 +338,8 @@ def _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots, max_
         functools.cache(empty),
         compile_(functools.partial(store_prompts, config=config),
                  (params, store, table) + (host,) * 3, (store, table), donate=(1, 2)),
-        functools.cache(refill_), functools.cache(widen_), functools.cache(decode_),
+        functools.cache(refill_), functools.cache(widen_), functools.cache(take_),
+        functools.cache(decode_),
         compile_(functools.partial(sampler.decode_params, config), (params,), unstacked))
 
 
@@ -400,6 +426,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     decode_params = programs.decode_params(params)
     keys = np.asarray(jax.random.key_data(
         strategies.sample_keys(rng, np.asarray(prompt_ids, np.int32), n)))
+    shards = 1 if mesh is None else sharding.batch_shards(mesh.shape)
     total = len(prompts) * n
     out_tokens = np.zeros((total, max_new_tokens), np.int32)
     out_logprobs = np.zeros((total, max_new_tokens), np.float32)
@@ -433,7 +460,11 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 owner[s] = i
                 progress[s] = widest + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
-        threshold = min(refill_at, len(waiting)) if waiting else num_slots
+        halves = num_slots > 1 and (num_slots // 2) % shards == 0
+        # Once nothing waits, return when half the slots are free, to decode the rest in half
+        # as many rows.
+        threshold = (min(refill_at, len(waiting)) if waiting
+                     else num_slots - num_slots // 2 if halves else num_slots)
         window = _window(windows, needed)
         if per_layer and window > width:
             slots, width = programs.widen(width, window)(slots), window
@@ -454,6 +485,16 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 owner[s] = None
             if on_done is not None:
                 on_done(len(finished))
+        active = [s for s in range(num_slots) if owner[s] is not None]
+        if not waiting and halves and active and len(active) <= num_slots // 2:
+            # The draining tail: a step's cost follows the rows decoded, active or not.
+            num_slots //= 2
+            rows = active + [s for s in range(2 * num_slots) if owner[s] is None]
+            rows = np.array(rows[:num_slots], np.int32)
+            programs = _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots,
+                                 max_new_tokens, widest, per_layer)
+            slots = programs.take(width)(slots, rows)
+            owner, progress = [owner[s] for s in rows], progress[rows]
     mask = np.arange(max_new_tokens)[None, :] < out_lengths[:, None]
     return sampler.SampleOutput(tokens=out_tokens, logprobs=out_logprobs,
                                 sampled_logprobs=out_sampled, mask=mask,
