@@ -16,8 +16,8 @@ a short host loop drives jitted programs of static shapes:
              half as many slots (`take_rows`): a decode step costs what its rows cost, busy or
              not, and a few long samples otherwise drain at the full batch's price
 
-Layout: slot s's cache row holds its prompt left-padded in columns [0, P) and its t-th new
-token in column P + t, so rows sit at different points
+Layout: slot s's cache row holds its prompt (of p tokens) in columns [0, p) and its t-th new
+token in column p + t, so rows sit at different points
 of their sequences and the cache has one write index per row (`models.forward` with
 cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
 tokens for the chunk (`sampler.decode_windows`' sizes), as the static sampler does.
@@ -71,7 +71,7 @@ class Slots:
         MLA's "latent", "k_rope"), or tuples of L arrays [S, C, K * D] in the per-layer decode
         layout (C then the current window), "valid" bool[S, C], "index" int32[S].
       keys: key[S] the slot's sample key (`strategies.sample_keys`).
-      start: int32[S] cache column of the slot's first new token (its prompt's padded width).
+      start: int32[S] cache column of the slot's first new token (its prompt's length).
       prompt_length: int32[S] real prompt tokens (the first new token's position).
       step: int32[S] tokens generated so far.
       limit: int32[S] the sample's token budget.
@@ -174,6 +174,10 @@ def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.
     key_data: uint32[R, 2] the samples' keys (`jax.random.key_data`: plain host arrays, placed
     like the other inputs); slot_ids: int32[R], S (out of range) for padding rows, which change
     nothing. A slot's columns past its prompt keep stale values, marked invalid.
+
+    A prompt moves from the store's left padding to its slot's first columns: its completion
+    then starts right after it, and the attention window, which follows the furthest slot,
+    covers real tokens rather than the widest prompt's padding.
     """
     keys = jax.random.wrap_key_data(key_data)
     rows = store_rows.shape[0]
@@ -182,15 +186,18 @@ def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.
         slots.prompt_logits[store_rows], keys, 0, jnp.ones((rows,), bool), strategy,
         sampler.stop_array(stop_tokens))
     put = functools.partial(_put, rows=slot_ids)
-    cache = {name: _refill_entry(value, slots.prompts[name][:, store_rows], slot_ids)
+    # Store column (c + P - length) mod P goes to column c: the prompt first, its padding after.
+    columns = (jnp.arange(width)[None, :] + (width - lengths)[:, None]) % width  # [R, P]
+    cache = {name: _refill_entry(value, _shifted(slots.prompts[name][:, store_rows], columns, 2),
+                                 slot_ids)
              for name, value in models.transformer.layer_entries(slots.cache).items()}
     valid = jnp.zeros((rows, slots.cache["valid"].shape[1]), bool)
-    valid = valid.at[:, :width].set(slots.prompts["valid"][store_rows])
+    valid = valid.at[:, :width].set(_shifted(slots.prompts["valid"][store_rows], columns, 1))
     max_new = slots.tokens.shape[1]
     return slots.replace(
         cache={**cache, "valid": put(slots.cache["valid"], valid),
-               "index": put(slots.cache["index"], jnp.full((rows,), width, jnp.int32))},
-        keys=put(slots.keys, keys), start=put(slots.start, jnp.full((rows,), width, jnp.int32)),
+               "index": put(slots.cache["index"], lengths)},
+        keys=put(slots.keys, keys), start=put(slots.start, lengths),
         prompt_length=put(slots.prompt_length, lengths),
         step=put(slots.step, jnp.ones((rows,), jnp.int32)), limit=put(slots.limit, limits),
         last_token=put(slots.last_token, token),
@@ -200,6 +207,12 @@ def refill(slots: Slots, store_rows: jax.Array, lengths: jax.Array, limits: jax.
         sampled_logprobs=put(slots.sampled_logprobs,
                              jnp.zeros((rows, max_new), jnp.float32).at[:, 0].set(sampled)),
         done=put(slots.done, stopped | (limits <= 1)), stopped=put(slots.stopped, stopped))
+
+
+def _shifted(x: jax.Array, columns: jax.Array, axis: int) -> jax.Array:
+    """x [..., R, P, ...] (rows on axis - 1) with row r's columns reordered as columns[r]."""
+    index = columns.reshape((1,) * (axis - 1) + columns.shape + (1,) * (x.ndim - axis - 1))
+    return jnp.take_along_axis(x, index, axis=axis)
 
 
 def _refill_entry(cache, prompts: jax.Array, slot_ids: jax.Array):
@@ -458,7 +471,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
                 keys[np.array(padded)], slot_ids)
             for s, i in zip(free, new):
                 owner[s] = i
-                progress[s] = widest + 1
+                progress[s] = len(prompts[i // n]) + 1
         needed = int(max(progress[s] for s in range(num_slots) if owner[s] is not None)) + chunk
         halves = num_slots > 1 and (num_slots // 2) % shards == 0
         # Once nothing waits, return when half the slots are free, to decode the rest in half
