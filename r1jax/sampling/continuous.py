@@ -20,7 +20,7 @@ Layout: slot s's cache row holds its prompt (of p tokens) in columns [0, p) and 
 token in column p + t, so rows sit at different points
 of their sequences and the cache has one write index per row (`models.forward` with
 cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
-tokens for the chunk (`sampler.decode_windows`' sizes), as the static sampler does.
+tokens for the chunk (`_windows`' sizes), as the static sampler attends to its segments'.
 
 With the CPU's per-layer decode weights (`sampler.decode_params`) the slots keep their cache in
 the per-layer decode layout (`models.transformer.per_layer_cache`) exactly the current window
@@ -60,6 +60,7 @@ from r1jax.sampling.prompts import bucket_width, pad_prompts
 from r1jax.sampling.strategies import Strategy
 
 DEFAULT_CHUNK = 64  # Decode steps per call at most: windows can grow between calls.
+MAX_WINDOWS = 8  # Attention windows of the slots' cache (`_windows`): each one more compile.
 
 
 @flax.struct.dataclass
@@ -361,6 +362,15 @@ def _rows(count: int, num_slots: int) -> int:
     return min(1 << (count - 1).bit_length(), num_slots)
 
 
+def _windows(prompt_width: int, cache_len: int) -> list[int]:
+    """The attention windows (cache widths) of the slots: the widest prompt plus equal steps of
+    at least `sampler.DECODE_WINDOW` columns, at most MAX_WINDOWS of them, the last the whole
+    cache. Not the static sampler's doubling: the furthest slot sets every row's window, so a
+    window far past it costs every step until the next sample of that length ends."""
+    step = max(sampler.DECODE_WINDOW, -(-(cache_len - prompt_width) // MAX_WINDOWS))
+    return [*range(prompt_width + step, cache_len, step), cache_len]
+
+
 def _window(windows: Sequence[int], needed: int) -> int:
     """The smallest window of `windows` holding `needed` columns; the last (the whole cache) if
     none does."""
@@ -429,8 +439,7 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
     """
     widest = bucket_width(max(len(p) for p in prompts), config.max_seq_len)
     cache_len = widest + max_new_tokens - 1  # The last drawn token is never fed back.
-    windows = [w for _, w in sampler.decode_windows(widest, max_new_tokens,
-                                                    sampler.DECODE_WINDOW)]
+    windows = _windows(widest, cache_len)
     # The cache's layout follows the decode weights': per layer with per-layer weights (CPU).
     per_layer = models.transformer.is_unstacked(config, jax.eval_shape(
         functools.partial(sampler.decode_params, config), params))
@@ -502,12 +511,12 @@ def sample_prompts(config: models.ModelConfig, params, prompts: Sequence[Sequenc
         if not waiting and halves and active and len(active) <= num_slots // 2:
             # The draining tail: a step's cost follows the rows decoded, active or not.
             num_slots //= 2
-            rows = active + [s for s in range(2 * num_slots) if owner[s] is None]
-            rows = np.array(rows[:num_slots], np.int32)
+            kept = active + [s for s in range(2 * num_slots) if owner[s] is None]
+            kept = np.array(kept[:num_slots], np.int32)
             programs = _programs(config, strategy, stop_tokens, chunk, mesh, rules, num_slots,
                                  max_new_tokens, widest, per_layer)
-            slots = programs.take(width)(slots, rows)
-            owner, progress = [owner[s] for s in rows], progress[rows]
+            slots = programs.take(width)(slots, kept)
+            owner, progress = [owner[s] for s in kept], progress[kept]
     mask = np.arange(max_new_tokens)[None, :] < out_lengths[:, None]
     return sampler.SampleOutput(tokens=out_tokens, logprobs=out_logprobs,
                                 sampled_logprobs=out_sampled, mask=mask,
