@@ -25,7 +25,7 @@ JAX's compile-time events and subtracted; raw figures kept too). Writes
 benchmarks/results/sampling_batching_cpu.json; the last line printed is one JSON object with
 static_tokens_per_s, continuous_tokens_per_s, speedup and same_samples.
 
-  python benchmarks/sampling.py --compare=batching [--prompts=32 --n=1 --batch=16 --new_tokens=512]
+  python benchmarks/sampling.py --compare=batching [--prompts=16 --n=8 --batch=16 --new_tokens=512]
 """
 import json
 import os
@@ -50,8 +50,8 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Prompts (samples, for --compare=batc
                               "together.")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", None, "New tokens per prompt (default 128; "
                                    "512 for --compare=batching, the most per completion).")
-_PROMPTS = flags.DEFINE_integer("prompts", 32, "GSM8K questions (--compare=batching).")
-_N = flags.DEFINE_integer("n", 1, "Samples per question (--compare=batching), as in GRPO's groups.")
+_PROMPTS = flags.DEFINE_integer("prompts", 16, "GSM8K questions (--compare=batching).")
+_N = flags.DEFINE_integer("n", 8, "Samples per question (--compare=batching), as in GRPO's groups.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.6, "Sampling temperature "
                                   "(--compare=batching; top-p 0.95 as in R1's evaluation).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both implementations).")
