@@ -8,7 +8,8 @@ a short host loop drives jitted programs of static shapes:
              U a power of two, all at the longest prompt's bucket width) into a prompt store:
              a prompt's n samples start at different times, and share one prefill
     refill   the free slots' rows of the cache take their samples' prompts from the store
-             (R rows, a power of two), and their first token is drawn
+             (R rows, a power of two), moved to the row's first columns, and their first
+             token is drawn
     decode   one while_loop over all slots, which stops after `chunk` steps or as soon as
              `refill_at` slots are done (a stop token, or the sample's own token limit)
     collect  the finished slots' tokens and logprobs go back to the host; the slots are free
@@ -17,16 +18,15 @@ a short host loop drives jitted programs of static shapes:
              not, and a few long samples otherwise drain at the full batch's price
 
 Layout: slot s's cache row holds its prompt (of p tokens) in columns [0, p) and its t-th new
-token in column p + t, so rows sit at different points
-of their sequences and the cache has one write index per row (`models.forward` with
-cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
+token in column p + t, so rows sit at different points of their sequences and the cache has one
+write index per row (`models.forward` with cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
 tokens for the chunk (`_windows`' sizes), as the static sampler attends to its segments'.
 
 With the CPU's per-layer decode weights (`sampler.decode_params`) the slots keep their cache in
 the per-layer decode layout (`models.transformer.per_layer_cache`) exactly the current window
-wide, widened (a fourth program) when a slot's tokens outgrow it: converting the stacked cache
-at every call, as the static sampler does once per segment, copied the whole cache twice per
-call (a third of continuous batching's time at 16 slots, with a call each time a slot frees).
+wide, widened (`widen`) when a slot's tokens outgrow it: converting the stacked cache at every
+call, as the static sampler does once per segment, copied the whole cache twice per call (12% of
+continuous batching's time at 16 slots, with a call each time a slot frees).
 
 Samples do not depend on the batching: sample j of prompt i draws token t with the key
 `step_keys(sample_keys(rng, [i], n)[j], t)`, as `sampler.sample_batch` does, so the same seed,
