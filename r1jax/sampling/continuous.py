@@ -19,8 +19,9 @@ a short host loop drives jitted programs of static shapes:
 
 Layout: slot s's cache row holds its prompt (of p tokens) in columns [0, p) and its t-th new
 token in column p + t, so rows sit at different points of their sequences and the cache has one
-write index per row (`models.forward` with cache["index"] int32[S]). Decode attends to a window of the cache that covers every slot's
-tokens for the chunk (`_windows`' sizes), as the static sampler attends to its segments'.
+write index per row (`models.forward` with cache["index"] int32[S]). Decode attends to a window
+of the cache that covers every slot's tokens for the chunk (`_windows`' sizes), as the static
+sampler's segments attend to theirs.
 
 With the CPU's per-layer decode weights (`sampler.decode_params`) the slots keep their cache in
 the per-layer decode layout (`models.transformer.per_layer_cache`) exactly the current window
