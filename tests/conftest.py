@@ -1,10 +1,20 @@
-"""Test set-up: 8 fake CPU devices for sharding tests (must precede the first jax import)."""
+"""Test set-up: 8 fake CPU devices for sharding tests, and a compilation cache that the test
+workers and the binaries they launch share (all must precede the first jax import)."""
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Compiling is most of a tiny model's test, and many tests compile the same programs: a resume
+# test runs a config twice or three times in fresh processes, and the two xdist workers repeat
+# each other's programs. JAX's persistent cache (file-locked, keyed by the program, the options
+# and the devices) serves them; 2 GB at most, least recently used dropped first.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"r1jax-tests-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 
 import pytest  # noqa: E402 - after the environment above, which must precede any jax import.
 from jaxtyping import install_import_hook  # noqa: E402
