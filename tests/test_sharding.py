@@ -142,9 +142,9 @@ def test_cache_and_optimizer_state_shardings():
 
     # The CPU decode layout: each layer [B, S, K * D], heads and head dims on the flattened
     # axis, heads outermost (here kv_heads=2 on tensor=2; head_dim sharded by a custom rule).
-    mesh = sh.make_mesh({"fsdp": 4, "tensor": 2})
+    decode_mesh = sh.make_mesh({"fsdp": 4, "tensor": 2})
     rules = tuple(r for r in sh.DEFAULT_RULES if r[0] != "head_dim") + (("head_dim", "fsdp"),)
-    stacked = sh.cache_shardings(config, mesh, rules, batch_size=3, max_len=32)
+    stacked = sh.cache_shardings(config, decode_mesh, rules, batch_size=3, max_len=32)
     layers = sh.per_layer_cache_shardings(stacked, config.num_layers)
     assert len(layers["k"]) == config.num_layers and layers["valid"] == stacked["valid"]
     assert tuple(stacked["k"].spec)[3:] == ("tensor", "fsdp")  # 3 rows: not over fsdp.
