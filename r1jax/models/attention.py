@@ -87,17 +87,18 @@ def single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     """
     b, t, h, d = q.shape
     s, kv_heads = k.shape[1], k.shape[2] // d
-    blocks = jnp.eye(kv_heads, dtype=q.dtype)
-    q = jnp.einsum("btkgd,kj->btkgjd", q.reshape(b, t, kv_heads, h // kv_heads, d), blocks)
+    groups = q.reshape(b, t, kv_heads, h // kv_heads, d)
+    # Padding (not a product with an identity) leaves the zeros out of the fused RoPE's work.
+    q = jnp.stack([jnp.pad(groups[:, :, j], [(0, 0)] * 3 + [(j * d, (kv_heads - 1 - j) * d)])
+                   for j in range(kv_heads)], axis=2)
     scores = jnp.einsum("bqe,bse->bqs", q.reshape(b, t * h, kv_heads * d), k,
                         preferred_element_type=jnp.float32)
     scores = jnp.where(mask[:, :, None, :], scores.reshape(b, t, h, s) / jnp.sqrt(jnp.float32(d)),
                        _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, t * h, s)
     out = jnp.einsum("bqs,bse->bqe", probs, v)
-    out = jnp.einsum("btkgjd,kj->btkgd",
-                     out.reshape(b, t, kv_heads, h // kv_heads, kv_heads, d), blocks)
-    return out.reshape(b, t, h, d)
+    out = out.reshape(b, t, kv_heads, h // kv_heads, kv_heads, d)
+    return jnp.stack([out[:, :, j, :, j] for j in range(kv_heads)], axis=2).reshape(b, t, h, d)
 
 
 def write_layer(cache, new: jax.Array, layer, index: jax.Array):

@@ -62,6 +62,7 @@ from r1jax.sampling.strategies import Strategy
 
 DEFAULT_CHUNK = 64  # Decode steps per call at most: windows can grow between calls.
 MAX_WINDOWS = 8  # Attention windows of the slots' cache (`_windows`): each one more compile.
+MIN_WINDOW_STEP = 128  # Columns between two of those windows at least.
 
 
 @flax.struct.dataclass
@@ -365,10 +366,10 @@ def _rows(count: int, num_slots: int) -> int:
 
 def _windows(prompt_width: int, cache_len: int) -> list[int]:
     """The attention windows (cache widths) of the slots: the widest prompt plus equal steps of
-    at least `sampler.DECODE_WINDOW` columns, at most MAX_WINDOWS of them, the last the whole
+    at least MIN_WINDOW_STEP columns, at most MAX_WINDOWS of them, the last the whole
     cache. Not the static sampler's doubling: the furthest slot sets every row's window, so a
     window far past it costs every step until the next sample of that length ends."""
-    step = max(sampler.DECODE_WINDOW, -(-(cache_len - prompt_width) // MAX_WINDOWS))
+    step = max(MIN_WINDOW_STEP, -(-(cache_len - prompt_width) // MAX_WINDOWS))
     return [*range(prompt_width + step, cache_len, step), cache_len]
 
 

@@ -8,7 +8,7 @@
       -> SampleOutput, rows prompt-major: the n completions of prompt 0 first.
 
 Attention reads only the part of the cache decoding has reached: the while_loop runs in a few
-segments whose attention windows double (P + 128, P + 256, ... slots, up to the whole cache), so
+segments whose attention windows double (P + 32, P + 64, ... slots, up to the whole cache), so
 a step early in a long budget does not pay for the empty slots after it (see `decode_windows`).
 
 Left padding lets the whole batch share one cache write index (see `models.init_cache`): every
@@ -37,7 +37,7 @@ from r1jax.sampling import strategies
 from r1jax.sampling.strategies import Strategy
 
 
-DECODE_WINDOW = 128  # Slots past the prompt the first decode segment attends to.
+DECODE_WINDOW = 32  # Slots past the prompt the first decode segment attends to.
 
 
 @flax.struct.dataclass
