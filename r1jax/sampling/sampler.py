@@ -37,7 +37,10 @@ from r1jax.sampling import strategies
 from r1jax.sampling.strategies import Strategy
 
 
-DECODE_WINDOW = 32  # Slots past the prompt the first decode segment attends to.
+# Slots past the prompt the first decode segment attends to. Small, because a CPU decode step's
+# attention costs in proportion to its window (README, Sampling); each window is one more
+# compiled copy of the step.
+DECODE_WINDOW = 32
 
 
 @flax.struct.dataclass
