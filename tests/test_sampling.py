@@ -118,8 +118,10 @@ def test_per_layer_cache_decodes_the_same_model(name):
         logits, per_layer = step(config, unstacked, fed, lengths + t, per_layer, None)
         np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
     written = models.transformer.per_layer_cache(stacked, width)
+    # The two paths fuse differently, so later layers' entries differ in float32 rounding (1.3e-6
+    # for the MoE model on an AVX-512 CPU): the logits' tolerance, not a tighter one.
     for a, b in zip(jax.tree.leaves(per_layer), jax.tree.leaves(written)):
-        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
 def test_per_layer_cache_widens_with_empty_columns():
